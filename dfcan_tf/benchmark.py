@@ -1,0 +1,72 @@
+"""``dfcan benchmark``: speed figures measured on this machine, never asserted by timers.
+
+Every figure is printed next to the machine's measured single-precision
+matrix-multiply rate (:func:`sgemm_gflops`), so results from different machines
+compare as fractions of what the hardware does on the best-case kernel.
+
+Kinds: ``sgemm`` (the reference rate), ``data`` (input pipeline, patches/s;
+:func:`dfcan_tf.pipeline.benchmark_data`), ``train`` (steps/s at the paper's
+size; :func:`dfcan_tf.train.benchmark_train`), ``predict`` (tiled-prediction
+memory, :func:`dfcan_tf.predict.benchmark_predict`, and per-backend inference
+speed, :func:`dfcan_tf.export.benchmark_backends`), ``all``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import time
+
+import numpy as np
+
+KINDS: dict[str, list[tuple[str, str]]] = {
+    "data": [("dfcan_tf.pipeline", "benchmark_data")],
+    "train": [("dfcan_tf.train", "benchmark_train")],
+    "predict": [("dfcan_tf.predict", "benchmark_predict"), ("dfcan_tf.export", "benchmark_backends")],
+}
+
+
+def sgemm_gflops(n: int = 2048, repeats: int = 5, threads: int | None = None) -> float:
+    """Measure the best float32 matrix-multiply rate (GFLOP/s) over ``repeats`` runs.
+
+    Uses TensorFlow's ``MatMul`` (the kernel its convolutions are built on) on
+    ``n × n`` matrices; ``threads`` limits intra-op threads when given (must be
+    called before TensorFlow runs anything else in the process).
+    """
+    import tensorflow as tf
+
+    if threads:
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(1)
+        except RuntimeError:
+            pass  # already initialised: use whatever is set
+    rng = np.random.default_rng(0)
+    a = tf.constant(rng.standard_normal((n, n), dtype=np.float32))
+    b = tf.constant(rng.standard_normal((n, n), dtype=np.float32))
+    matmul = tf.function(lambda x, y: tf.linalg.matmul(x, y))
+    matmul(a, b).numpy()
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        matmul(a, b).numpy()
+        best = min(best, time.perf_counter() - t0)
+    return 2.0 * n**3 / best / 1e9
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("kind", choices=["sgemm", *KINDS, "all"], help="what to measure")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="CPU threads (default: all cores)")
+    parser.add_argument("--quick", action="store_true", help="fewer repeats and smaller sizes (smoke run)")
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    rate = sgemm_gflops(threads=args.threads, repeats=2 if args.quick else 5)
+    print(f"sgemm: {rate:.1f} GFLOP/s (float32, {args.threads} threads, TensorFlow MatMul 2048x2048)")
+    kinds = list(KINDS) if args.kind == "all" else ([] if args.kind == "sgemm" else [args.kind])
+    for kind in kinds:
+        for module_name, func_name in KINDS[kind]:
+            func = getattr(importlib.import_module(module_name), func_name)
+            func(args, sgemm=rate)
+    return 0

@@ -1,0 +1,76 @@
+"""The ``dfcan`` command: one entry point, one subcommand per pipeline stage.
+
+Each subcommand lives in the module that holds its public function; that module
+exposes ``add_arguments(parser)`` and ``run_from_args(args) -> int``. Modules are
+imported only when their subcommand runs, so ``dfcan --help`` is fast and a
+subcommand never pays for TensorFlow it does not use.
+
+User mistakes raise :class:`dfcan_tf.errors.DfcanError`; they are printed as
+``dfcan <command>: error: <message>`` with exit status 2 and no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+# subcommand -> (module, one-line help)
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("dfcan_tf.demo", "run the end-to-end job on embedded defaults"),
+    "info": ("dfcan_tf.models", "build a model and print its summary and parameter count"),
+    "simulate": ("dfcan_tf.simulate", "simulate BioSR-like SIM data in BioSR's layout"),
+    "patches": ("dfcan_tf.patches", "cut training/validation patch pairs from BioSR-layout data"),
+    "train": ("dfcan_tf.train", "train DFCAN or DFGAN into a run folder"),
+    "predict": ("dfcan_tf.predict", "super-resolve images with a run folder"),
+    "evaluate": ("dfcan_tf.evaluate", "evaluate a run folder on a BioSR-layout test set"),
+    "export": ("dfcan_tf.export", "export a run folder to ONNX, TFLite, SavedModel or bioimage.io"),
+    "benchmark": ("dfcan_tf.benchmark", "print speed figures (data, train, predict, sgemm)"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the top-level parser with every subcommand registered."""
+    from dfcan_tf import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="dfcan",
+        description="DFCAN / DFGAN super-resolution microscopy (TensorFlow 2 / Keras 3).",
+    )
+    parser.add_argument("--version", action="version", version=f"dfcan_tf {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name, (module_name, help_text) in SUBCOMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(_module=module_name)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``dfcan`` with ``argv`` (default ``sys.argv[1:]``); return the exit status."""
+    from dfcan_tf.errors import DfcanError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    parser = build_parser()
+    # Parse the command name first, then let its module add its own arguments.
+    command = next((a for a in argv if not a.startswith("-")), None)
+    if command in SUBCOMMANDS:
+        module = importlib.import_module(SUBCOMMANDS[command][0])
+        sub_action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        module.add_arguments(sub_action.choices[command])
+    args = parser.parse_args(argv)
+    module = importlib.import_module(args._module)
+    try:
+        return int(module.run_from_args(args) or 0)
+    except DfcanError as exc:
+        print(f"dfcan {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"dfcan {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
