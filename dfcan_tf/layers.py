@@ -1,0 +1,351 @@
+"""Registered Keras layers of DFCAN / DFGAN (no ``Lambda``: safe loading and export).
+
+The Fourier channel attention (FCA) of Qiao et al. (2021) reads, per channel, the
+magnitude spectrum of a feature map, swaps its quadrants, resizes it to
+``size_psc × size_psc`` with TF1's legacy bilinear resize and derives channel
+weights from it. Two numerically equivalent ways to compute that spectrum are
+offered, chosen by the layer argument ``spectrum``:
+
+``"fft"`` (default)
+    The reference computation: ``tf.signal.fft2d`` of the complex cast,
+    magnitude, gamma, quadrant swap by slicing, ``ResizeBilinear`` with
+    ``align_corners=False, half_pixel_centers=False``. Fast in TensorFlow,
+    especially at the 128×128 training size, but ``FFT2D`` converts neither to
+    ONNX nor to TFLite builtins.
+``"dft"``
+    A *sampled* discrete Fourier transform written as matrix products. The
+    legacy bilinear resize to ``S × S`` reads at most ``2S`` rows and ``2S``
+    columns of the shifted spectrum (the two neighbours of each sample
+    position), so only those frequencies are computed: cos/sin matrices of
+    shape ``(2S, L)`` are built from the runtime shape (angles as
+    ``2π·((k·n) mod L)/L`` with the modulo in integers, so large sizes keep
+    precision), the transform is two batched matmuls, and the four
+    neighbours are blended with the same lerp formula as TF's kernel. It is
+    exact (up to float32 round-off, ~1e-6 relative) at every size, uses only
+    MatMul/Cos/Sin/Gather-free ops that convert to ONNX and TFLite builtins,
+    and its cost grows as ``H·W·4S`` instead of ``H·W·(H+W)``.
+
+Both produce the same weights layout, so a model can be rebuilt with the other
+formulation and given the same weights (see :func:`dfcan_tf.models.with_spectrum`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import tensorflow as tf
+
+PACKAGE = "dfcan_tf"
+_INV_SQRT2 = 1.0 / math.sqrt(2.0)
+SPECTRUM_METHODS = ("fft", "dft")
+
+
+def gelu(x: tf.Tensor) -> tf.Tensor:
+    """Exact GELU ``0.5·x·(1 + erf(x/√2))``.
+
+    Written out rather than ``tf.nn.gelu``: the latter lowers to ``Erfc``,
+    which onnxruntime has no kernel for.
+    """
+    return 0.5 * x * (1.0 + tf.math.erf(x * _INV_SQRT2))
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class GELU(keras.layers.Layer):
+    """Exact (erf) GELU activation, as in the authors' code."""
+
+    def call(self, inputs):
+        return gelu(inputs)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+def _fft_magnitude(x: tf.Tensor, gamma: float) -> tf.Tensor:
+    """``(|FFT2(x)| + 1e-8) ** gamma`` per channel of ``x`` (N, H, W, C), via ``tf.signal.fft2d``."""
+    xt = tf.transpose(x, [0, 3, 1, 2])
+    spectrum = tf.signal.fft2d(tf.complex(xt, tf.zeros_like(xt)))
+    mag = tf.pow(tf.abs(spectrum) + 1e-8, gamma)
+    return tf.transpose(mag, [0, 2, 3, 1])
+
+
+def _dft_matrices(freqs: tf.Tensor, length: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """cos and sin matrices ``(len(freqs), length)`` of ``2π·((k·n) mod L)/L``.
+
+    The product is reduced modulo ``L`` in int32 before the float cast so that
+    the angle stays in [0, 2π) and keeps full float32 precision at any size.
+    """
+    n = tf.range(length, dtype=tf.int32)
+    kn = tf.math.floormod(freqs[:, None] * n[None, :], length)
+    angle = tf.cast(kn, tf.float32) * (2.0 * math.pi / tf.cast(length, tf.float32))
+    return tf.cos(angle), tf.sin(angle)
+
+
+def _dft_magnitude_full(x: tf.Tensor, gamma: float) -> tf.Tensor:
+    """``(|DFT2(x)| + 1e-8) ** gamma`` of every frequency, as matmuls (portable form of ``_fft_magnitude``)."""
+    shape = tf.shape(x)
+    h, w = shape[1], shape[2]
+    cos_h, sin_h = _dft_matrices(tf.range(h), h)
+    cos_w, sin_w = _dft_matrices(tf.range(w), w)
+    return _dft_mag_core(x, cos_h, sin_h, cos_w, sin_w, gamma)
+
+
+def _dft_mag_core(x, cos_h, sin_h, cos_w, sin_w, gamma):
+    """Magnitude of ``Σ_h Σ_w x[h, w]·e^{-iφ_h}·e^{-iθ_w}`` for the rows of the given matrices.
+
+    Returns ``(N, Kh, Kw, C)``. Real input: along W the transform is
+    ``A_c - i·A_s`` with ``A_c = x·cos_wᵀ``, ``A_s = x·sin_wᵀ``; along H,
+    ``Re = cos_h·A_c - sin_h·A_s`` and ``Im = -(cos_h·A_s + sin_h·A_c)``.
+    Both stages are single matmuls on stacked [cos; sin] matrices.
+    """
+    kw = tf.shape(cos_w)[0]
+    kh = tf.shape(cos_h)[0]
+    xt = tf.transpose(x, [0, 3, 1, 2])  # (N, C, H, W)
+    a = tf.linalg.matmul(xt, tf.concat([cos_w, sin_w], axis=0), transpose_b=True)  # (N, C, H, 2Kw)
+    b = tf.linalg.matmul(tf.concat([cos_h, sin_h], axis=0), a)  # (N, C, 2Kh, 2Kw)
+    b_shape = tf.shape(b)
+    # Explicit 4-D slices (ellipsis slicing trips tf2onnx).
+    cc = tf.slice(b, [0, 0, 0, 0], [b_shape[0], b_shape[1], kh, kw])
+    cs = tf.slice(b, [0, 0, 0, kw], [b_shape[0], b_shape[1], kh, kw])
+    sc = tf.slice(b, [0, 0, kh, 0], [b_shape[0], b_shape[1], kh, kw])
+    ss = tf.slice(b, [0, 0, kh, kw], [b_shape[0], b_shape[1], kh, kw])
+    re = cc - ss
+    im = cs + sc
+    mag = tf.pow(tf.sqrt(re * re + im * im) + 1e-8, gamma)
+    return tf.transpose(mag, [0, 2, 3, 1])
+
+
+def quadrant_shift(x: tf.Tensor) -> tf.Tensor:
+    """Swap spectrum quadrants exactly as the reference slices them.
+
+    The reference takes ``cat([s[-H//2:], s[:H//2]])`` on rows, then columns,
+    with Python floor division on the negative index: fftshift for even sizes,
+    ifftshift for odd ones. ``-H//2`` keeps ``ceil(H/2)`` trailing rows, which
+    is the same as splitting at ``H//2``. Slices + concat rather than
+    ``tf.roll`` (not a TFLite builtin).
+    """
+    shape = tf.shape(x)
+    n, h, w, c = shape[0], shape[1], shape[2], shape[3]
+    top = h // 2
+    rows = tf.concat(
+        [tf.slice(x, [0, top, 0, 0], [n, h - top, w, c]), tf.slice(x, [0, 0, 0, 0], [n, top, w, c])], axis=1
+    )
+    left = w // 2
+    return tf.concat(
+        [tf.slice(rows, [0, 0, left, 0], [n, h, w - left, c]), tf.slice(rows, [0, 0, 0, 0], [n, h, left, c])],
+        axis=2,
+    )
+
+
+def legacy_resize_bilinear(x: tf.Tensor, size: int) -> tf.Tensor:
+    """TF1 ``resize_bilinear`` (``align_corners=False, half_pixel_centers=False``) to ``size × size``."""
+    return tf.raw_ops.ResizeBilinear(images=x, size=[size, size], align_corners=False, half_pixel_centers=False)
+
+
+def _legacy_sample_points(length: tf.Tensor, size: int) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """Source indices ``(i0, i1)`` and weight of ``i1`` for TF1 legacy bilinear resize along one axis.
+
+    Mirrors TF's kernel: ``scale = float(L)/S``, ``pos = float(i)·scale``,
+    ``i0 = floor(pos)``, ``i1 = min(i0 + 1, L - 1)``, ``lerp = pos - i0``, in float32.
+    """
+    scale = tf.cast(length, tf.float32) / float(size)
+    pos = tf.cast(tf.range(size), tf.float32) * scale
+    i0f = tf.floor(pos)
+    i0 = tf.cast(i0f, tf.int32)
+    i1 = tf.minimum(i0 + 1, length - 1)
+    return i0, i1, pos - i0f
+
+
+def _sampled_dft_spectrum(x: tf.Tensor, gamma: float, size: int) -> tf.Tensor:
+    """Shifted, gamma-compressed magnitude spectrum resized to ``size × size``, computed at the sampled frequencies only.
+
+    Equal to ``legacy_resize_bilinear(quadrant_shift(_fft_magnitude(x)), size)``.
+    Shifted position ``p`` holds frequency ``(p + L//2) mod L`` (see :func:`quadrant_shift`).
+    """
+    shape = tf.shape(x)
+    h, w = shape[1], shape[2]
+    h0, h1, ly = _legacy_sample_points(h, size)
+    w0, w1, lx = _legacy_sample_points(w, size)
+    fh = tf.math.floormod(tf.concat([h0, h1], axis=0) + h // 2, h)
+    fw = tf.math.floormod(tf.concat([w0, w1], axis=0) + w // 2, w)
+    cos_h, sin_h = _dft_matrices(fh, h)
+    cos_w, sin_w = _dft_matrices(fw, w)
+    mag = _dft_mag_core(x, cos_h, sin_h, cos_w, sin_w, gamma)  # (N, 2S, 2S, C): [h0|h1] x [w0|w1]
+    c = shape[3]
+    n = shape[0]
+    v00 = tf.slice(mag, [0, 0, 0, 0], [n, size, size, c])
+    v01 = tf.slice(mag, [0, 0, size, 0], [n, size, size, c])
+    v10 = tf.slice(mag, [0, size, 0, 0], [n, size, size, c])
+    v11 = tf.slice(mag, [0, size, size, 0], [n, size, size, c])
+    lx = tf.reshape(lx, [1, 1, size, 1])
+    ly = tf.reshape(ly, [1, size, 1, 1])
+    # Same formula (and rounding order) as TF's ResizeBilinear kernel.
+    top = v00 + (v01 - v00) * lx
+    bottom = v10 + (v11 - v10) * lx
+    return top + (bottom - top) * ly
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class FourierMagnitude(keras.layers.Layer):
+    """Per-channel ``(|FFT2(x)| + 1e-8) ** gamma`` over H and W (same shape as the input).
+
+    Parameters
+    ----------
+    gamma
+        Compression exponent (0.8 in DFCAN, 0.1 in the DFGAN generator).
+    method
+        ``"fft"`` (``tf.signal.fft2d``) or ``"dft"`` (matmul DFT; converts to ONNX/TFLite).
+    """
+
+    def __init__(self, gamma: float = 0.8, method: str = "fft", **kwargs):
+        super().__init__(**kwargs)
+        if method not in SPECTRUM_METHODS:
+            raise ValueError(f"method must be one of {SPECTRUM_METHODS}. Received: method={method!r}")
+        self.gamma = float(gamma)
+        self.method = method
+
+    def call(self, inputs):
+        if self.method == "fft":
+            out = _fft_magnitude(inputs, self.gamma)
+        else:
+            out = _dft_magnitude_full(inputs, self.gamma)
+        return tf.reshape(out, tf.shape(inputs))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "gamma": self.gamma, "method": self.method}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class QuadrantShift(keras.layers.Layer):
+    """The reference's quadrant swap of a spectrum (fftshift for even, ifftshift for odd sizes)."""
+
+    def call(self, inputs):
+        return quadrant_shift(inputs)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class SpectrumResize(keras.layers.Layer):
+    """TF1 legacy bilinear resize (``align_corners=False, half_pixel_centers=False``) to ``size × size``."""
+
+    def __init__(self, size: int = 128, **kwargs):
+        super().__init__(**kwargs)
+        self.size = int(size)
+
+    def call(self, inputs):
+        return legacy_resize_bilinear(inputs, self.size)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.size, self.size, input_shape[-1])
+
+    def get_config(self):
+        return {**super().get_config(), "size": self.size}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class FourierChannelAttention(keras.layers.Layer):
+    """Fourier channel attention (FCA) of DFCAN: ``y * sigmoid(excite(relu(squeeze(GAP(relu(conv(spectrum(y))))))))``.
+
+    Parameters
+    ----------
+    channels
+        Number of feature channels ``C`` of the input.
+    reduction
+        Squeeze ratio: the bottleneck has ``C // reduction`` channels (16 in the paper).
+    gamma
+        Spectrum compression exponent.
+    size_psc
+        Side of the resized spectrum (128 in the paper).
+    spectrum
+        ``"fft"`` or ``"dft"``: how the spectrum is computed (see module docstring);
+        the weights are the same for both.
+
+    Notes
+    -----
+    Weights, in order: attention conv 3×3 (C→C), squeeze 1×1 (C→C/r), excite 1×1
+    (C/r→C), each with bias; the 1×1 layers are convolutions on the pooled
+    ``(N, 1, 1, C)`` map as in the authors' code, so their kernels load unchanged.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        reduction: int = 16,
+        gamma: float = 0.8,
+        size_psc: int = 128,
+        spectrum: str = "fft",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if spectrum not in SPECTRUM_METHODS:
+            raise ValueError(f"spectrum must be one of {SPECTRUM_METHODS}. Received: spectrum={spectrum!r}")
+        if channels // reduction < 1:
+            raise ValueError(f"channels // reduction must be >= 1. Received: channels={channels}, reduction={reduction}")
+        self.channels = int(channels)
+        self.reduction = int(reduction)
+        self.gamma = float(gamma)
+        self.size_psc = int(size_psc)
+        self.spectrum = spectrum
+        self.attention_conv = keras.layers.Conv2D(self.channels, 3, padding="same", activation="relu", name="conv")
+        self.squeeze = keras.layers.Conv2D(self.channels // self.reduction, 1, activation="relu", name="squeeze")
+        self.excite = keras.layers.Conv2D(self.channels, 1, activation="sigmoid", name="excite")
+
+    def build(self, input_shape):
+        s = self.size_psc
+        self.attention_conv.build((None, s, s, self.channels))
+        self.squeeze.build((None, 1, 1, self.channels))
+        self.excite.build((None, 1, 1, self.channels // self.reduction))
+        self.built = True
+
+    def spectrum_features(self, inputs):
+        """The shifted, resized, gamma-compressed magnitude spectrum ``(N, S, S, C)``."""
+        if self.spectrum == "fft":
+            mag = _fft_magnitude(inputs, self.gamma)
+            return legacy_resize_bilinear(quadrant_shift(mag), self.size_psc)
+        return _sampled_dft_spectrum(inputs, self.gamma, self.size_psc)
+
+    def call(self, inputs):
+        spec = self.spectrum_features(inputs)
+        att = self.attention_conv(spec)
+        pooled = tf.reduce_mean(att, axis=[1, 2], keepdims=True)
+        weights = self.excite(self.squeeze(pooled))
+        # Restating the input shape keeps static shapes for the converters.
+        return tf.reshape(inputs * weights, tf.shape(inputs))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "channels": self.channels,
+            "reduction": self.reduction,
+            "gamma": self.gamma,
+            "size_psc": self.size_psc,
+            "spectrum": self.spectrum,
+        }
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class PixelShuffle(keras.layers.Layer):
+    """Sub-pixel upsampling: ``depth_to_space`` with TensorFlow's channel order (ONNX ``DepthToSpace`` DCR)."""
+
+    def __init__(self, scale: int = 2, **kwargs):
+        super().__init__(**kwargs)
+        self.scale = int(scale)
+
+    def call(self, inputs):
+        return tf.nn.depth_to_space(inputs, self.scale)
+
+    def compute_output_shape(self, input_shape):
+        n, h, w, c = input_shape
+        s = self.scale
+        return (n, None if h is None else h * s, None if w is None else w * s, c // (s * s))
+
+    def get_config(self):
+        return {**super().get_config(), "scale": self.scale}
