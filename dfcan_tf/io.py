@@ -245,12 +245,12 @@ def read_mrc_header(path: str | os.PathLike) -> dict:
         mx, my, mz = (int(v) for v in np.frombuffer(head[28:40], dtype=f"{order}i4"))
         cella = np.frombuffer(head[40:52], dtype=f"{order}f4").astype(float)
         if mx > 0 and cella[0] > 0:
-            meta["pixel_size_nm"] = float(cella[0] / mx / 10.0)  # MRC2014 cell lengths are in Å
+            meta["pixel_size_nm"] = round(float(cella[0] / mx / 10.0), 4)  # MRC2014 cell lengths are in Å
     else:
         # Priism: dx, dy, dz are the pixel spacing in µm; wave1 (nm) at byte 198.
         dx = float(np.frombuffer(head[40:44], dtype=f"{order}f4")[0])
         if np.isfinite(dx) and 0 < dx < 1e3:
-            meta["pixel_size_nm"] = dx * 1000.0
+            meta["pixel_size_nm"] = round(dx * 1000.0, 3)  # float32 µm: keep nm to 3 decimals
         if flavour == "priism":
             n_times, _seq, *_ = (int(v) for v in np.frombuffer(head[180:184], dtype=f"{order}i2"))
             n_waves = int(np.frombuffer(head[196:198], dtype=f"{order}i2")[0])

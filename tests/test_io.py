@@ -1,0 +1,180 @@
+"""MRC / TIFF reading and writing: round trips, hand-built Priism headers, malformed files."""
+
+from __future__ import annotations
+
+import struct
+import warnings
+from pathlib import Path
+
+import mrcfile
+import numpy as np
+import pytest
+
+from dfcan_tf.errors import DfcanError
+from dfcan_tf.io import read_image, read_mrc, read_mrc_header, read_tiff, write_mrc, write_tiff
+
+
+def _priism_file(path: Path, data: np.ndarray, *, order: str, mode: int, ext_bytes: int = 0,
+                 dx_um: float = 0.0626, wave: int = 525) -> None:
+    """Build a Priism/DV file byte by byte, independently of write_mrc."""
+    nz, ny, nx = data.shape
+    h = bytearray(1024)
+    struct.pack_into(f"{order}4i", h, 0, nx, ny, nz, mode)
+    struct.pack_into(f"{order}3f", h, 40, dx_um, dx_um, 0.1)
+    struct.pack_into(f"{order}i", h, 92, ext_bytes)
+    struct.pack_into(f"{order}h", h, 96, -16224)
+    struct.pack_into(f"{order}2h", h, 128, ext_bytes // 4, 0)
+    struct.pack_into(f"{order}h", h, 180, 1)
+    struct.pack_into(f"{order}h", h, 196, 1)
+    struct.pack_into(f"{order}h", h, 198, wave)
+    struct.pack_into(f"{order}3f", h, 208, 1.5, -2.0, 0.0)  # x0, y0, z0 where MRC2014 has "MAP "
+    dtype = {0: "u1", 1: "i2", 2: "f4", 6: "u2"}[mode]
+    ext = bytes(range(256)) * (ext_bytes // 256) + b"\x7f" * (ext_bytes % 256)  # junk to skip
+    path.write_bytes(bytes(h) + ext + data.astype(f"{order}{dtype}").tobytes())
+
+
+@pytest.mark.parametrize("big_endian", [False, True])
+@pytest.mark.parametrize("mode", [0, 1, 2, 6])
+def test_write_read_round_trip(tmp_path, big_endian, mode):
+    rng = np.random.default_rng(mode)
+    hi = {0: 255, 1: 30000, 2: 1e4, 6: 65535}[mode]
+    lo = {0: 0, 1: -30000, 2: -1e4, 6: 0}[mode]
+    a = rng.uniform(lo, hi, size=(9, 12, 17))
+    if mode != 2:
+        a = np.round(a)
+    path = tmp_path / f"x_{mode}_{big_endian}.mrc"
+    write_mrc(path, a, pixel_size_nm=62.6, wavelength_nm=525, big_endian=big_endian, mode=mode)
+    b, meta = read_mrc(path)
+    assert b.shape == (9, 12, 17)
+    assert b.dtype == {0: np.uint8, 1: np.int16, 2: np.float32, 6: np.uint16}[mode]
+    assert b.dtype.isnative
+    np.testing.assert_array_equal(b, a.astype(b.dtype))
+    assert meta["byte_order"] == (">" if big_endian else "<")
+    assert meta["flavour"] == "priism" and meta["mode"] == mode
+    assert meta["pixel_size_nm"] == pytest.approx(62.6, abs=1e-3)
+    assert meta["wavelength_nm"] == 525
+    # The Priism file is not MRC2014: mrcfile opens it only permissively, with the same values.
+    if mode in (1, 2, 6):  # mrcfile reads mode 0 as signed bytes
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            with mrcfile.open(path, permissive=True) as mrc:
+                np.testing.assert_array_equal(np.asarray(mrc.data, dtype=b.dtype), b)
+        with pytest.raises(ValueError):
+            mrcfile.open(path, permissive=False)
+
+
+@pytest.mark.parametrize("order", ["<", ">"])
+@pytest.mark.parametrize("mode", [2, 6])
+def test_hand_built_priism_header(tmp_path, order, mode):
+    rng = np.random.default_rng(1)
+    data = rng.integers(0, 4000, size=(5, 8, 6)).astype(np.float32 if mode == 2 else np.uint16)
+    path = tmp_path / "hand.mrc"
+    _priism_file(path, data, order=order, mode=mode, ext_bytes=300, dx_um=0.0313, wave=488)
+    arr, meta = read_mrc(path)
+    np.testing.assert_array_equal(arr, data)
+    assert meta["extended_header_bytes"] == 300 and meta["data_offset"] == 1324
+    assert meta["pixel_size_nm"] == pytest.approx(31.3, abs=1e-3)
+    assert meta["wavelength_nm"] == 488
+    assert read_image(path)[0].shape == (5, 8, 6)
+
+
+def test_mrc2014_read_via_mrcfile(tmp_path):
+    data = np.arange(2 * 6 * 4, dtype=np.float32).reshape(2, 6, 4)
+    path = tmp_path / "std.mrc"
+    with mrcfile.new(path) as mrc:
+        mrc.set_data(data)
+        mrc.voxel_size = 313.0  # Å
+    arr, meta = read_mrc(path)
+    assert meta["flavour"] == "mrc2014"
+    np.testing.assert_array_equal(arr, data)
+    assert meta["pixel_size_nm"] == pytest.approx(31.3)
+    # 2-D MRC2014 comes back as one frame
+    with mrcfile.new(tmp_path / "flat.mrc") as mrc:
+        mrc.set_data(data[0].astype(np.int16))
+    assert read_mrc(tmp_path / "flat.mrc")[0].shape == (1, 6, 4)
+
+
+def _good(tmp_path) -> Path:
+    path = tmp_path / "good.mrc"
+    write_mrc(path, np.ones((3, 4, 5)), mode=6)
+    return path
+
+
+@pytest.mark.parametrize(
+    "damage, words",
+    [
+        ("empty", "empty"),
+        ("short_header", "truncated"),
+        ("truncated", "truncated"),
+        ("trailing", "wrong size in header"),
+        ("bad_dims", "wrong size in header"),
+        ("bad_mode", "unknown MRC mode 7"),
+        ("text", "not an MRC image"),
+        ("missing", "no such file"),
+    ],
+)
+def test_malformed_mrc_raises(tmp_path, damage, words):
+    path = _good(tmp_path)
+    raw = path.read_bytes()
+    if damage == "empty":
+        path.write_bytes(b"")
+    elif damage == "short_header":
+        path.write_bytes(raw[:500])
+    elif damage == "truncated":
+        path.write_bytes(raw[:-7])
+    elif damage == "trailing":
+        path.write_bytes(raw + b"\0" * 10)
+    elif damage == "bad_dims":
+        path.write_bytes(struct.pack("<i", -4) + raw[4:])
+    elif damage == "bad_mode":
+        path.write_bytes(raw[:12] + struct.pack("<i", 7) + raw[16:])
+    elif damage == "text":
+        path.write_bytes(b"hello, this is not an image\n" * 100)
+    elif damage == "missing":
+        path.unlink()
+    with pytest.raises(DfcanError) as err:
+        read_mrc(path)
+    assert str(path) in str(err.value) and words in str(err.value)
+
+
+def test_write_mrc_bad_input_writes_nothing(tmp_path):
+    with pytest.raises(DfcanError, match="mode=5"):
+        write_mrc(tmp_path / "a.mrc", np.zeros((4, 4)), mode=5)
+    with pytest.raises(DfcanError, match="shape"):
+        write_mrc(tmp_path / "b.mrc", np.zeros((2, 3, 4, 4)))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_uint16_clipping_and_2d(tmp_path):
+    path = write_mrc(tmp_path / "c.mrc", np.array([[-5.0, 70000.0], [1.4, 1.6]]), mode=6)
+    arr, _ = read_mrc(path)
+    np.testing.assert_array_equal(arr, [[[0, 65535], [1, 2]]])
+
+
+def test_read_image_tiff_and_mrc(tmp_path):
+    img = np.random.default_rng(0).random((10, 12)).astype(np.float32)
+    write_tiff(tmp_path / "a.tif", img, pixel_size_nm=31.3)
+    arr, meta = read_image(tmp_path / "a.tif")
+    assert arr.shape == (1, 10, 12) and arr.dtype == np.uint16
+    np.testing.assert_array_equal(arr[0], np.round(img * 65535).astype(np.uint16))
+    assert meta["pixel_size_nm"] == pytest.approx(31.3, rel=1e-4)
+    stack = np.arange(3 * 4 * 5, dtype=np.uint16).reshape(3, 4, 5)
+    write_tiff(tmp_path / "s.tif", stack)
+    np.testing.assert_array_equal(read_tiff(tmp_path / "s.tif")[0], stack)
+    # a TIFF with an .mrc name is still read as TIFF; an MRC with any name as MRC
+    (tmp_path / "s.tif").rename(tmp_path / "s.mrc")
+    np.testing.assert_array_equal(read_image(tmp_path / "s.mrc")[0], stack)
+    write_mrc(tmp_path / "m.dat", stack)
+    np.testing.assert_array_equal(read_image(tmp_path / "m.dat")[0], stack)
+    (tmp_path / "e.tif").write_bytes(b"")
+    with pytest.raises(DfcanError, match="empty"):
+        read_image(tmp_path / "e.tif")
+    (tmp_path / "bad.tif").write_bytes(b"II*\x00garbage")
+    with pytest.raises(DfcanError, match="bad.tif"):
+        read_image(tmp_path / "bad.tif")
+
+
+def test_header_only_is_cheap_and_consistent(tmp_path):
+    path = write_mrc(tmp_path / "h.mrc", np.zeros((9, 20, 30), np.uint16), pixel_size_nm=62.6)
+    meta = read_mrc_header(path)
+    assert meta["shape"] == (9, 20, 30) and meta["mode"] == 6
