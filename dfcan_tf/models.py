@@ -163,10 +163,12 @@ _REF_LAYER = re.compile(r"^(conv2d|dense)_(\d+)$")
 
 
 def _weighted_layers(model: keras.Model) -> list[keras.layers.Layer]:
-    """Conv2D layers in data-flow order (nested attention convs included), then Dense layers."""
+    """Conv2D layers in data-flow order (each attention's conv, squeeze, excite in place), then Dense layers."""
     convs, denses = [], []
-    for layer in model._flatten_layers(include_self=False, recursive=True):
-        if isinstance(layer, keras.layers.Conv2D):
+    for layer in model.layers:
+        if isinstance(layer, FourierChannelAttention):
+            convs += [layer.attention_conv, layer.squeeze, layer.excite]
+        elif isinstance(layer, keras.layers.Conv2D):
             convs.append(layer)
         elif isinstance(layer, keras.layers.Dense):
             denses.append(layer)
