@@ -16,14 +16,14 @@ offered, chosen by the layer argument ``spectrum``:
     A *sampled* discrete Fourier transform written as matrix products. The
     legacy bilinear resize to ``S × S`` reads at most ``2S`` rows and ``2S``
     columns of the shifted spectrum (the two neighbours of each sample
-    position), so only those frequencies are computed: cos/sin matrices of
-    shape ``(2S, L)`` are built from the runtime shape (angles as
+    position), so only ``min(L, 2S)`` frequencies per axis are computed:
+    cos/sin matrices of shape ``(min(L, 2S), L)`` are built from the runtime shape (angles as
     ``2π·((k·n) mod L)/L`` with the modulo in integers, so large sizes keep
     precision), the transform is two batched matmuls, and the four
     neighbours are blended with the same lerp formula as TF's kernel. It is
     exact (up to float32 round-off, ~1e-6 relative) at every size, uses only
-    MatMul/Cos/Sin/Gather-free ops that convert to ONNX and TFLite builtins,
-    and its cost grows as ``H·W·4S`` instead of ``H·W·(H+W)``.
+    MatMul/Cos/Sin/Gather ops that convert to ONNX and TFLite builtins, and
+    its cost grows as ``H·W·min(W, 2S)`` instead of ``H·W·(H+W)``.
 
 Both produce the same weights layout, so a model can be rebuilt with the other
 formulation and given the same weights (see :func:`dfcan_tf.models.with_spectrum`).
@@ -156,27 +156,45 @@ def _legacy_sample_points(length: tf.Tensor, size: int) -> tuple[tf.Tensor, tf.T
     return i0, i1, pos - i0f
 
 
+def _sample_plan(length: tf.Tensor, size: int) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+    """Which shifted positions to transform along one axis, and where the resize reads them.
+
+    Returns ``(freqs, idx0, idx1, lerp)``: the DFT is evaluated at the ``M =
+    min(L, 2S)`` frequencies ``freqs``; the resize then reads rows ``idx0`` and
+    ``idx1`` of that ``M``-long result. Long axes (``L > 2S``) transform only
+    the two neighbours of each of the ``S`` sample points; short ones transform
+    every position once (cheaper than ``2S`` duplicates). Branch-free, so it
+    exports as one static graph.
+    """
+    i0, i1, lerp = _legacy_sample_points(length, size)
+    short = length <= 2 * size
+    m = tf.minimum(length, 2 * size)
+    j = tf.range(m)
+    sampled = tf.gather(tf.concat([i0, i1], axis=0), j)
+    positions = tf.where(short, j, sampled)
+    k = tf.range(size)
+    idx0 = tf.where(short, i0, k)
+    idx1 = tf.where(short, i1, k + size)
+    # Shifted position p holds frequency (p + L//2) mod L (see quadrant_shift).
+    freqs = tf.math.floormod(positions + length // 2, length)
+    return freqs, idx0, idx1, lerp
+
+
 def _sampled_dft_spectrum(x: tf.Tensor, gamma: float, size: int) -> tf.Tensor:
     """Shifted, gamma-compressed magnitude spectrum resized to ``size × size``, computed at the sampled frequencies only.
 
     Equal to ``legacy_resize_bilinear(quadrant_shift(_fft_magnitude(x)), size)``.
-    Shifted position ``p`` holds frequency ``(p + L//2) mod L`` (see :func:`quadrant_shift`).
     """
     shape = tf.shape(x)
-    h, w = shape[1], shape[2]
-    h0, h1, ly = _legacy_sample_points(h, size)
-    w0, w1, lx = _legacy_sample_points(w, size)
-    fh = tf.math.floormod(tf.concat([h0, h1], axis=0) + h // 2, h)
-    fw = tf.math.floormod(tf.concat([w0, w1], axis=0) + w // 2, w)
-    cos_h, sin_h = _dft_matrices(fh, h)
-    cos_w, sin_w = _dft_matrices(fw, w)
-    mag = _dft_mag_core(x, cos_h, sin_h, cos_w, sin_w, gamma)  # (N, 2S, 2S, C): [h0|h1] x [w0|w1]
-    c = shape[3]
-    n = shape[0]
-    v00 = tf.slice(mag, [0, 0, 0, 0], [n, size, size, c])
-    v01 = tf.slice(mag, [0, 0, size, 0], [n, size, size, c])
-    v10 = tf.slice(mag, [0, size, 0, 0], [n, size, size, c])
-    v11 = tf.slice(mag, [0, size, size, 0], [n, size, size, c])
+    fh, h0, h1, ly = _sample_plan(shape[1], size)
+    fw, w0, w1, lx = _sample_plan(shape[2], size)
+    cos_h, sin_h = _dft_matrices(fh, shape[1])
+    cos_w, sin_w = _dft_matrices(fw, shape[2])
+    mag = _dft_mag_core(x, cos_h, sin_h, cos_w, sin_w, gamma)  # (N, Mh, Mw, C)
+    rows0 = tf.gather(mag, h0, axis=1)
+    rows1 = tf.gather(mag, h1, axis=1)
+    v00, v01 = tf.gather(rows0, w0, axis=2), tf.gather(rows0, w1, axis=2)
+    v10, v11 = tf.gather(rows1, w0, axis=2), tf.gather(rows1, w1, axis=2)
     lx = tf.reshape(lx, [1, 1, size, 1])
     ly = tf.reshape(ly, [1, size, 1, 1])
     # Same formula (and rounding order) as TF's ResizeBilinear kernel.
