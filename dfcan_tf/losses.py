@@ -1,0 +1,205 @@
+"""Training loss and validation metrics of DFCAN / DFGAN in TensorFlow (REFERENCE §4).
+
+Loss
+----
+``MSE + 0.1 · (1 − SSIM)`` after min-max normalising ``y_true`` and ``y_pred``
+*over the whole batch tensor* (one min and one max per tensor, as the authors'
+``loss_mse_ssim``), SSIM by ``tf.image.ssim`` with ``max_val=1`` and its
+defaults (11×11 Gaussian window, σ 1.5, k1 0.01, k2 0.03).
+
+Metrics
+-------
+MSE, NRMSE, PSNR and SSIM computed *per image* after per-image min-max
+normalisation (``(x − min) / (max − min + 1e-7)`` clipped to [0, 1]), exactly
+as :mod:`dfcan_tf.metrics` computes them in numpy for evaluation: NRMSE is
+``sqrt(mse) / sqrt(mean(gt²))`` (scikit-image's "euclidean"), PSNR uses a data
+range of 1, SSIM the ``tf.image.ssim`` convention. The functions return one
+value per image (shape ``(N,)``); the registered :class:`keras.metrics.Metric`
+classes average them.
+
+Everything is computed in float32 whatever the inputs' dtype, so the same code
+serves mixed-precision training.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+PACKAGE = "dfcan_tf"
+_NORM_EPS = 1e-7  # the reference's guard against flat images (per-image normalisation)
+
+__all__ = [
+    "batch_minmax",
+    "per_image_minmax",
+    "mse_ssim_loss",
+    "MSESSIMLoss",
+    "image_mse",
+    "image_nrmse",
+    "image_psnr",
+    "image_ssim",
+    "image_metrics",
+    "ImageMSE",
+    "ImageNRMSE",
+    "ImagePSNR",
+    "ImageSSIM",
+]
+
+
+def _f32(x) -> tf.Tensor:
+    return tf.cast(tf.convert_to_tensor(x), tf.float32)
+
+
+def batch_minmax(x: tf.Tensor) -> tf.Tensor:
+    """Min-max normalise a whole tensor to [0, 1] with one min and one max (the loss's normalisation).
+
+    The reference divides by ``max − min`` unguarded; the denominator is
+    floored at 1e-12 here only so that a constant batch gives zeros, not NaN.
+    """
+    x = _f32(x)
+    lo = tf.reduce_min(x)
+    hi = tf.reduce_max(x)
+    return (x - lo) / tf.maximum(hi - lo, 1e-12)
+
+
+def per_image_minmax(x: tf.Tensor) -> tf.Tensor:
+    """Min-max normalise each image of an ``(N, H, W, C)`` batch to [0, 1] (the metrics' normalisation)."""
+    x = _f32(x)
+    lo = tf.reduce_min(x, axis=[1, 2, 3], keepdims=True)
+    hi = tf.reduce_max(x, axis=[1, 2, 3], keepdims=True)
+    return tf.clip_by_value((x - lo) / (hi - lo + _NORM_EPS), 0.0, 1.0)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+def mse_ssim_loss(y_true: tf.Tensor, y_pred: tf.Tensor, mse_weight: float = 1.0,
+                  ssim_weight: float = 0.1) -> tf.Tensor:
+    """``mse_weight · MSE + ssim_weight · (1 − mean SSIM)`` of batch-normalised tensors (a scalar).
+
+    Parameters
+    ----------
+    y_true, y_pred
+        ``(N, H, W, 1)`` batches (any float dtype); each is min-max normalised
+        over the whole batch tensor first.
+    mse_weight, ssim_weight
+        1 and 0.1 in the paper.
+    """
+    x = batch_minmax(y_true)
+    y = batch_minmax(y_pred)
+    ssim = tf.reduce_mean(tf.image.ssim(x, y, max_val=1.0))
+    mse = tf.reduce_mean(tf.square(y - x))
+    return mse_weight * mse + ssim_weight * (1.0 - ssim)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class MSESSIMLoss(keras.losses.Loss):
+    """Registered Keras loss: :func:`mse_ssim_loss` (MSE + 0.1·(1 − SSIM) after batch min-max normalisation).
+
+    The value is a property of the whole batch (one normalisation per
+    tensor), so ``call`` returns a scalar and the reduction leaves it as is.
+    """
+
+    def __init__(self, mse_weight: float = 1.0, ssim_weight: float = 0.1, name: str = "mse_ssim",
+                 reduction: str = "sum_over_batch_size", dtype=None):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.mse_weight = float(mse_weight)
+        self.ssim_weight = float(ssim_weight)
+
+    def call(self, y_true, y_pred):
+        return mse_ssim_loss(y_true, y_pred, self.mse_weight, self.ssim_weight)
+
+    def get_config(self):
+        return {**super().get_config(), "mse_weight": self.mse_weight, "ssim_weight": self.ssim_weight}
+
+
+# --------------------------------------------------------------------------- per-image metrics
+
+
+def _pair(y_true, y_pred) -> tuple[tf.Tensor, tf.Tensor]:
+    return per_image_minmax(y_true), per_image_minmax(y_pred)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+def image_mse(y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
+    """Per-image MSE after per-image min-max normalisation, shape ``(N,)``."""
+    g, p = _pair(y_true, y_pred)
+    return tf.reduce_mean(tf.square(p - g), axis=[1, 2, 3])
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+def image_nrmse(y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
+    """Per-image NRMSE ``sqrt(mse) / sqrt(mean(gt²))`` after normalisation, shape ``(N,)``."""
+    g, p = _pair(y_true, y_pred)
+    err = tf.reduce_mean(tf.square(p - g), axis=[1, 2, 3])
+    return tf.sqrt(err) / tf.sqrt(tf.reduce_mean(tf.square(g), axis=[1, 2, 3]))
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+def image_psnr(y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
+    """Per-image PSNR in dB (data range 1) after normalisation, shape ``(N,)``."""
+    err = image_mse(y_true, y_pred)
+    return -10.0 * tf.math.log(err) / tf.math.log(10.0)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+def image_ssim(y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
+    """Per-image SSIM (``tf.image.ssim``, max_val 1) after normalisation, shape ``(N,)``."""
+    g, p = _pair(y_true, y_pred)
+    return tf.image.ssim(g, p, max_val=1.0)
+
+
+def image_metrics(y_true: tf.Tensor, y_pred: tf.Tensor) -> dict[str, tf.Tensor]:
+    """All four per-image metrics ``{"mse", "nrmse", "psnr", "ssim"}``, each of shape ``(N,)``.
+
+    Normalises once and derives everything from it (the validation loop's path).
+    """
+    g, p = _pair(y_true, y_pred)
+    err = tf.reduce_mean(tf.square(p - g), axis=[1, 2, 3])
+    return {
+        "mse": err,
+        "nrmse": tf.sqrt(err) / tf.sqrt(tf.reduce_mean(tf.square(g), axis=[1, 2, 3])),
+        "psnr": -10.0 * tf.math.log(err) / tf.math.log(10.0),
+        "ssim": tf.image.ssim(g, p, max_val=1.0),
+    }
+
+
+class _ImageMetric(keras.metrics.MeanMetricWrapper):
+    _fn = None
+    _default_name = ""
+
+    def __init__(self, name: str | None = None, dtype=None):
+        super().__init__(fn=type(self)._fn, name=name or self._default_name, dtype=dtype)
+
+    def get_config(self):
+        return {"name": self.name, "dtype": self.dtype}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class ImageMSE(_ImageMetric):
+    """Mean over images of :func:`image_mse`."""
+
+    _fn = staticmethod(image_mse)
+    _default_name = "mse"
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class ImageNRMSE(_ImageMetric):
+    """Mean over images of :func:`image_nrmse`."""
+
+    _fn = staticmethod(image_nrmse)
+    _default_name = "nrmse"
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class ImagePSNR(_ImageMetric):
+    """Mean over images of :func:`image_psnr`."""
+
+    _fn = staticmethod(image_psnr)
+    _default_name = "psnr"
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class ImageSSIM(_ImageMetric):
+    """Mean over images of :func:`image_ssim`."""
+
+    _fn = staticmethod(image_ssim)
+    _default_name = "ssim"
