@@ -1,0 +1,708 @@
+"""Physically simulated BioSR-like SIM data (``dfcan simulate``).
+
+A forward model of the SIM microscope BioSR was acquired on, so that networks
+trained here face the same problem as on BioSR:
+
+1. **Structure** on the fine (GT) grid: CCPs (sparse hollow rings 50–150 nm
+   across), microtubules (long smooth crossing filaments), ER (tubular network
+   with three-way junctions and a few fenestrated sheets) and F-actin (dense
+   meshwork of thin filaments plus bundles), each object with its own
+   brightness, inside a cell with a soft edge and slow brightness variation.
+2. **Optics**: incoherent wide-field OTF of a circular pupil (emission 525 nm,
+   NA 1.3, cutoff 2·NA/λ). Linear SIM frames are structure × sinusoidal
+   illumination (3 orientations × 3 phases, modulation 0.8, pattern frequency
+   0.9 × cutoff), blurred by the OTF and sampled on the raw grid (62.6 nm) by
+   Fourier cropping, which is exact for a band-limited image. Nonlinear SIM
+   (F-actin_Nonlinear) adds the second harmonic of the pattern (5 × 5 frames)
+   and has a 3× GT grid. The WF image is the sum of the frames. GT-SIM is the
+   structure imaged with an OTF of scale × the detection support (2× for
+   linear, 3× for nonlinear SIM) at high photon counts on the fine grid.
+3. **Camera**: per signal level a mean photon count (geometric from 15 to 600
+   over the foreground, level 1 lowest), out-of-focus background, Poisson shot
+   noise, Gaussian read noise, camera offset, 16-bit.
+
+Everything runs on numpy/scipy FFTs on a field padded by a margin that is
+cropped away, so circular convolution never wraps structure across the edges.
+Files are written in BioSR's layout and Priism MRC flavour, so
+:func:`dfcan_tf.biosr.discover` and :func:`dfcan_tf.io.read_mrc` are the only
+read path for simulated and real data alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import scipy.fft as sfft
+
+from dfcan_tf.errors import DfcanError
+
+SPECIMENS = ("CCPs", "ER", "Microtubules", "F-actin", "F-actin_Nonlinear")
+NONLINEAR = "F-actin_Nonlinear"
+RAW_PIXEL_NM = 62.6
+PAD_RAW = 8  # raw pixels of margin: the PSF and pattern edge effects die out within it
+
+
+# --------------------------------------------------------------------- optics
+def detection_cutoff(na: float = 1.3, emission_nm: float = 525.0) -> float:
+    """Incoherent cutoff frequency 2·NA/λ in cycles per nm."""
+    return 2.0 * na / emission_nm
+
+
+def pupil_otf(freq: np.ndarray, cutoff: float) -> np.ndarray:
+    """Incoherent OTF of an aberration-free circular pupil, 1 at 0, 0 from ``cutoff`` on.
+
+    Parameters
+    ----------
+    freq
+        Radial spatial frequency (any units, same as ``cutoff``).
+    cutoff
+        Frequency where the OTF reaches zero (2·NA/λ for wide-field).
+    """
+    v = np.clip(np.asarray(freq, dtype=np.float64) / cutoff, 0.0, 1.0)
+    return (2.0 / np.pi) * (np.arccos(v) - v * np.sqrt(1.0 - v * v))
+
+
+def _freq_grid(n: int, pixel_nm: float, real: bool = True) -> np.ndarray:
+    """Radial frequency (cycles/nm) on the rfft2 (or fft2) grid of an n×n image."""
+    fy = np.fft.fftfreq(n, d=pixel_nm)[:, None]
+    fx = (np.fft.rfftfreq if real else np.fft.fftfreq)(n, d=pixel_nm)[None, :]
+    return np.hypot(fy, fx)
+
+
+def _gaussian_blur(img: np.ndarray, sigma_nm: float, pixel_nm: float) -> np.ndarray:
+    """Circular Gaussian blur in Fourier space (the field is padded, so wrap-around is harmless)."""
+    if sigma_nm <= 0:
+        return img
+    f = _freq_grid(img.shape[0], pixel_nm)
+    return sfft.irfft2(sfft.rfft2(img) * np.exp(-2.0 * (np.pi * sigma_nm * f) ** 2), s=img.shape)
+
+
+def illumination_patterns(
+    n: int,
+    pixel_nm: float,
+    *,
+    frequency: float,
+    n_orientations: int = 3,
+    n_phases: int = 3,
+    modulation: float = 0.8,
+    harmonic: float = 0.0,
+    angle0: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sinusoidal SIM illumination (effective emission) patterns on an n×n grid.
+
+    ``I = 1 + m·cos(2π k·r + φ) + h·cos(2(2π k·r + φ))``; the second term is the
+    harmonic a nonlinear (saturated / photoswitching) response adds.
+
+    Parameters
+    ----------
+    n, pixel_nm
+        Grid size and pixel size (nm).
+    frequency
+        Pattern frequency |k| in cycles/nm.
+    n_orientations, n_phases
+        3 × 3 for linear SIM, 5 × 5 for nonlinear SIM; orientations are spaced
+        by π / n_orientations, phases by 2π / n_phases.
+    modulation, harmonic
+        First- and second-harmonic modulation depths.
+    angle0
+        Angle of the first orientation (radians).
+
+    Returns
+    -------
+    patterns : numpy.ndarray
+        (n_orientations·n_phases, n, n) float32, orientation-major (the frame
+        order of a BioSR raw stack).
+    angles, phases : numpy.ndarray
+        Orientation angles and phases (radians).
+    """
+    y = (np.arange(n) * pixel_nm)[:, None]
+    x = (np.arange(n) * pixel_nm)[None, :]
+    angles = angle0 + np.arange(n_orientations) * np.pi / n_orientations
+    phases = np.arange(n_phases) * 2.0 * np.pi / n_phases
+    out = np.empty((n_orientations * n_phases, n, n), np.float32)
+    for o, theta in enumerate(angles):
+        arg0 = 2.0 * np.pi * frequency * (x * np.cos(theta) + y * np.sin(theta))
+        for p, phi in enumerate(phases):
+            arg = arg0 + phi
+            pattern = 1.0 + modulation * np.cos(arg)
+            if harmonic:
+                pattern = pattern + harmonic * np.cos(2.0 * arg)
+            out[o * n_phases + p] = pattern
+    return out, angles, phases
+
+
+def image_frames(structure: np.ndarray, patterns: np.ndarray, otf: np.ndarray, n_raw: int) -> np.ndarray:
+    """Image ``structure × pattern`` through ``otf`` and sample it on the raw grid.
+
+    Parameters
+    ----------
+    structure
+        (M, M) fine-grid object, M = scale · n_raw.
+    patterns
+        (frames, M, M) illumination patterns (or ``None`` entries for WF).
+    otf
+        rfft2-grid OTF of the fine grid (M, M//2 + 1).
+    n_raw
+        Raw grid size; must be even.
+
+    Returns
+    -------
+    numpy.ndarray
+        (frames, n_raw, n_raw) float32. Raw pixel m samples the fine pixel
+        scale·m (the convention of Fourier-padding SIM reconstruction), so GT
+        crops at scale× the raw coordinates align.
+    """
+    m = structure.shape[0]
+    half = n_raw // 2
+    out = np.empty((len(patterns), n_raw, n_raw), np.float32)
+    for i, pattern in enumerate(patterns):
+        spec = sfft.rfft2(structure * pattern) * otf
+        # Keep frequencies below the raw Nyquist: rows 0..half-1 and the last half rows.
+        crop = np.concatenate([spec[:half, : half + 1], spec[m - half :, : half + 1]], axis=0)
+        out[i] = sfft.irfft2(crop, s=(n_raw, n_raw)) * (n_raw * n_raw) / (m * m)
+    return out
+
+
+# ----------------------------------------------------------------- structures
+def _splat(ys: np.ndarray, xs: np.ndarray, weights: np.ndarray, n: int) -> np.ndarray:
+    """Bilinear splatting of point weights (pixel coordinates) onto an n×n grid."""
+    y0 = np.floor(ys).astype(np.int64)
+    x0 = np.floor(xs).astype(np.int64)
+    fy, fx = ys - y0, xs - x0
+    img = np.zeros(n * n, np.float64)
+    for dy, dx, w in ((0, 0, (1 - fy) * (1 - fx)), (0, 1, (1 - fy) * fx), (1, 0, fy * (1 - fx)), (1, 1, fy * fx)):
+        yy, xx = y0 + dy, x0 + dx
+        ok = (yy >= 0) & (yy < n) & (xx >= 0) & (xx < n)
+        img += np.bincount(yy[ok] * n + xx[ok], weights=(weights * w)[ok], minlength=n * n)
+    return img.reshape(n, n)
+
+
+def _worm(rng: np.random.Generator, start: np.ndarray, angle: float, length: float,
+          persistence: float, ds: float) -> np.ndarray:
+    """A worm-like chain (smooth random curve) as (k, 2) points in nm, spaced ds."""
+    k = max(int(length / ds), 2)
+    turns = rng.normal(0.0, np.sqrt(ds / persistence), size=k)
+    theta = angle + np.cumsum(turns)
+    steps = ds * np.stack([np.sin(theta), np.cos(theta)], axis=1)
+    return start + np.cumsum(steps, axis=0)
+
+
+def _lines_to_image(curves: list[np.ndarray], brightness: np.ndarray, n: int, pixel_nm: float,
+                    ds: float) -> np.ndarray:
+    """Splat curves with a line density ``brightness`` (per pixel length)."""
+    if not curves:
+        return np.zeros((n, n))
+    pts = np.concatenate(curves)
+    w = np.concatenate([np.full(len(c), b * ds / pixel_nm) for c, b in zip(curves, brightness)])
+    return _splat(pts[:, 0] / pixel_nm, pts[:, 1] / pixel_nm, w, n)
+
+
+def _ccps(rng, n, px, area_um2):
+    count = max(int(rng.uniform(0.8, 1.6) * area_um2), 5)
+    centres = rng.uniform(0, n * px, size=(count, 2))
+    radii = rng.uniform(25.0, 75.0, size=count)  # 50–150 nm across
+    bright = rng.lognormal(0.0, 0.4, size=count)
+    ys, xs, ws = [], [], []
+    for c, r, b in zip(centres, radii, bright):
+        k = 32
+        span = rng.uniform(0.7, 1.0) * 2 * np.pi  # pits are often incomplete rings
+        t = rng.uniform(0, 2 * np.pi) + np.linspace(0, span, k, endpoint=False)
+        ys.append(c[0] + r * np.sin(t))
+        xs.append(c[1] + r * np.cos(t))
+        ws.append(np.full(k, b * (r / 50.0) / k * 60.0))  # more coat for bigger pits
+    img = _splat(np.concatenate(ys) / px, np.concatenate(xs) / px, np.concatenate(ws), n)
+    return _gaussian_blur(img, 10.0, px), {"n_pits": count}
+
+
+def _microtubules(rng, n, px, area_um2):
+    width = n * px
+    count = max(int(rng.uniform(1.8, 3.0) * width / 1000.0), 4)
+    curves = []
+    ds = px / 3
+    for _ in range(count):
+        length = rng.uniform(1.0, 2.5) * width
+        c = _worm(rng, np.zeros(2), rng.uniform(0, 2 * np.pi), length, rng.uniform(3000, 12000), ds)
+        curves.append(c - c[len(c) // 2] + rng.uniform(0, width, size=2))  # pass through a random point
+    bright = rng.lognormal(0.0, 0.25, size=count)
+    img = _lines_to_image(curves, bright, n, px, ds)
+    return _gaussian_blur(img, 12.0, px), {"n_microtubules": count}
+
+
+def _er(rng, n, px, area_um2):
+    from scipy.spatial import Voronoi
+
+    width = n * px
+    count = max(int(rng.uniform(1.0, 2.0) * area_um2), 12)
+    vor = Voronoi(rng.uniform(-0.1 * width, 1.1 * width, size=(count, 2)))
+    ds = px / 3
+    curves = []
+    for a, b in vor.ridge_vertices:
+        if a < 0 or b < 0 or rng.random() < 0.2:  # open edges, and some tubules missing
+            continue
+        p, q = vor.vertices[a], vor.vertices[b]
+        seg = q - p
+        length = float(np.hypot(*seg))
+        if length < 1.0 or length > 0.6 * width:
+            continue
+        normal = np.array([-seg[1], seg[0]]) / length
+        ctrl = (p + q) / 2 + normal * rng.normal(0, 0.15 * length)  # tubules are gently curved
+        t = np.linspace(0, 1, max(int(length / ds), 2))[:, None]
+        curves.append((1 - t) ** 2 * p + 2 * (1 - t) * t * ctrl + t**2 * q)
+    bright = rng.lognormal(0.0, 0.3, size=len(curves))
+    lines = _lines_to_image(curves, bright, n, px, ds)
+    # Sheets: irregular flat patches with small holes (fenestrations), dimmer than tubule peaks.
+    yy, xx = (np.mgrid[0:n, 0:n] + 0.5) * px
+    sheets = np.zeros((n, n))
+    n_sheets = int(rng.integers(1, 4))
+    sigma = 30.0
+    tubule_peak = 1.0 / (np.sqrt(2 * np.pi) * sigma / px)
+    for _ in range(n_sheets):
+        cy, cx = rng.uniform(0.1 * width, 0.9 * width, size=2)
+        r0 = rng.uniform(300.0, 900.0)
+        ang = np.arctan2(yy - cy, xx - cx)
+        rad = np.hypot(yy - cy, xx - cx)
+        edge = r0 * (1 + sum(rng.normal(0, 0.12) * np.cos(k * ang + rng.uniform(0, 2 * np.pi)) for k in (2, 3, 4)))
+        sheet = (rad < edge).astype(float)
+        for _ in range(int(r0 / 80)):
+            hy, hx = cy + rng.normal(0, r0 / 2), cx + rng.normal(0, r0 / 2)
+            sheet[np.hypot(yy - hy, xx - hx) < rng.uniform(40, 90)] = 0.0
+        sheets += 0.4 * tubule_peak * rng.lognormal(0, 0.2) * sheet
+    return _gaussian_blur(lines + sheets, sigma, px), {"n_tubules": len(curves), "n_sheets": n_sheets}
+
+
+def _factin(rng, n, px, area_um2):
+    width = n * px
+    ds = px / 3
+    count = max(int(rng.uniform(3.0, 5.0) * area_um2), 10)
+    curves = [
+        _worm(rng, rng.uniform(0, width, size=2), rng.uniform(0, 2 * np.pi), rng.uniform(800, 4000),
+              rng.uniform(1000, 5000), ds)
+        for _ in range(count)
+    ]
+    bright = list(rng.lognormal(0.0, 0.35, size=count))
+    n_bundles = int(rng.integers(2, 7))
+    for _ in range(n_bundles):  # bundles / stress fibres: several nearly straight parallel filaments
+        base = _worm(rng, np.zeros(2), rng.uniform(0, 2 * np.pi), rng.uniform(0.6, 1.5) * width, 30000.0, ds)
+        base = base - base[len(base) // 2] + rng.uniform(0.1 * width, 0.9 * width, size=2)
+        d = np.gradient(base, axis=0)
+        normal = np.stack([-d[:, 1], d[:, 0]], axis=1) / np.maximum(np.hypot(d[:, 0], d[:, 1]), 1e-9)[:, None]
+        for _ in range(int(rng.integers(3, 9))):
+            curves.append(base + normal * rng.normal(0, 40.0))
+            bright.append(float(rng.lognormal(0.0, 0.2)))
+    img = _lines_to_image(curves, np.asarray(bright), n, px, ds)
+    return _gaussian_blur(img, 8.0, px), {"n_filaments": count, "n_bundles": n_bundles}
+
+
+_GENERATORS = {"CCPs": _ccps, "ER": _er, "Microtubules": _microtubules, "F-actin": _factin, NONLINEAR: _factin}
+
+
+def render_structure(specimen: str, n: int, pixel_nm: float, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
+    """Draw a random specimen on an n×n grid of ``pixel_nm`` pixels.
+
+    Parameters
+    ----------
+    specimen
+        One of :data:`SPECIMENS`.
+    n, pixel_nm
+        Grid size and pixel size (nm).
+    rng
+        Source of randomness (the result depends only on its state).
+
+    Returns
+    -------
+    structure : numpy.ndarray
+        (n, n) float64 fluorophore density, ≥ 0, 99.9th percentile 1.
+    info : dict
+        Object counts and the cell-envelope parameters.
+    """
+    if specimen not in _GENERATORS:
+        raise DfcanError(f"unknown specimen. Received: specimen={specimen!r}; expected one of {SPECIMENS}")
+    area_um2 = (n * pixel_nm / 1000.0) ** 2
+    img, info = _GENERATORS[specimen](rng, n, pixel_nm, area_um2)
+    # Cell envelope: a soft-edged irregular cell covering most of the field, with slowly varying
+    # brightness, so images have real background regions as BioSR cells do near their edges.
+    width = n * pixel_nm
+    yy, xx = (np.mgrid[0:n, 0:n] + 0.5) * pixel_nm
+    cy, cx = width / 2 + rng.normal(0, 0.15 * width, size=2)
+    r0 = rng.uniform(0.55, 0.85) * width
+    ang = np.arctan2(yy - cy, xx - cx)
+    edge = r0 * (1 + sum(rng.normal(0, 0.08) * np.cos(k * ang + rng.uniform(0, 2 * np.pi)) for k in (2, 3, 5)))
+    envelope = 1.0 / (1.0 + np.exp(-(edge - np.hypot(yy - cy, xx - cx)) / 150.0))
+    slow = _gaussian_blur(rng.standard_normal((n, n)), 1500.0, pixel_nm)
+    slow = 1.0 + 0.3 * (slow - slow.mean()) / max(slow.std(), 1e-12)
+    cell = envelope * np.clip(slow, 0.2, None)
+    img = np.clip(img, 0, None) * cell
+    img /= max(np.percentile(img, 99.9), 1e-12)
+    # Diffuse cytosolic pool of the label (unbound protein): dim, smooth, and everywhere in the
+    # cell. It carries most of the illumination pattern's peak in the raw spectra, as in real cells.
+    diffuse = rng.uniform(0.04, 0.1)
+    img = img + diffuse * cell
+    img /= np.percentile(img, 99.9)
+    info.update({"cell_radius_nm": float(r0), "cell_centre_nm": [float(cy), float(cx)], "diffuse": float(diffuse)})
+    return img, info
+
+
+# ----------------------------------------------------------------- one cell
+@dataclass
+class SimulatedCell:
+    """All arrays of one simulated cell (in memory; :func:`write_cell` writes them).
+
+    Attributes
+    ----------
+    structure
+        (sN, sN) ground-truth fluorophore density on the fine grid.
+    clean_frames
+        (frames, N, N) noise-free raw SIM frames (relative units).
+    raw
+        (levels, frames, N, N) uint16 noisy raw stacks, level 1 first.
+    raw_gt
+        (frames, N, N) uint16 high-SNR raw stack (BioSR's RawSIMData_gt).
+    gt, gt_clean
+        (sN, sN) GT-SIM: uint16 at high SNR, and its noise-free float version.
+    wf_clean
+        (N, N) noise-free WF (sum of the clean frames).
+    signal_scale, background
+        Per level: photo-electrons per clean unit, and background photons per
+        pixel per frame, so that ``E[raw] = offset + gain·(signal_scale·clean
+        + background)``.
+    params
+        JSON-able description of everything above.
+    """
+
+    specimen: str
+    scale: int
+    structure: np.ndarray
+    clean_frames: np.ndarray
+    raw: np.ndarray
+    raw_gt: np.ndarray
+    gt: np.ndarray
+    gt_clean: np.ndarray
+    wf_clean: np.ndarray
+    signal_scale: np.ndarray
+    background: np.ndarray
+    params: dict = field(default_factory=dict)
+
+    @property
+    def wf(self) -> np.ndarray:
+        """(levels, N, N) float32 WF images: the sum of each level's raw frames."""
+        return self.raw.astype(np.float32).sum(axis=1)
+
+
+def level_photons(levels: int, photons: tuple[float, float] = (15.0, 600.0)) -> np.ndarray:
+    """Mean foreground photons per raw pixel per frame of each level (geometric, level 1 lowest)."""
+    lo, hi = photons
+    return np.geomspace(lo, hi, levels) if levels > 1 else np.array([hi], float)
+
+
+def _camera(rng, expected, gain, read_noise, offset) -> np.ndarray:
+    counts = gain * rng.poisson(expected) + rng.normal(0.0, read_noise * gain, size=expected.shape) + offset
+    return np.clip(np.round(counts), 0, 65535).astype(np.uint16)
+
+
+def simulate_cell(
+    specimen: str,
+    *,
+    size: int = 128,
+    levels: int = 9,
+    seed: int | np.random.SeedSequence = 0,
+    photons: tuple[float, float] = (15.0, 600.0),
+    background: float = 0.1,
+    read_noise: float = 1.5,
+    offset: float = 100.0,
+    gain: float = 1.0,
+    gt_photons: float = 1000.0,
+    raw_gt_photons: float = 2000.0,
+    na: float = 1.3,
+    emission_nm: float = 525.0,
+    raw_pixel_nm: float = RAW_PIXEL_NM,
+    modulation: float = 0.8,
+    pattern_ratio: float = 0.9,
+    harmonic: float = 0.35,
+) -> SimulatedCell:
+    """Simulate one cell: structure, raw SIM stacks at every signal level, WF and GT-SIM.
+
+    Parameters
+    ----------
+    specimen
+        One of :data:`SPECIMENS`; ``"F-actin_Nonlinear"`` gives 25-frame
+        nonlinear SIM with a 3× GT, the others 9-frame linear SIM with a 2× GT.
+    size
+        Raw image side N in pixels (even, ≥ 32). GT side is scale·N.
+    levels
+        Number of signal levels (photon counts geometric over ``photons``).
+    seed
+        Seed (or SeedSequence) of every random choice.
+    photons
+        Mean signal photons per raw pixel per frame over the foreground at
+        level 1 and at the last level.
+    background
+        Out-of-focus background per pixel, as a fraction of the level's photons.
+    read_noise, offset, gain
+        Camera: Gaussian read noise (electrons rms), offset (ADU), ADU per electron.
+    gt_photons, raw_gt_photons
+        Foreground photons of the GT-SIM image and of the high-SNR raw stack.
+    na, emission_nm, raw_pixel_nm
+        Detection optics and camera pixel size in the sample.
+    modulation, pattern_ratio, harmonic
+        Pattern modulation depth, pattern frequency / detection cutoff, and
+        second-harmonic depth (nonlinear SIM only).
+
+    Returns
+    -------
+    SimulatedCell
+    """
+    _check_sizes(size, levels, photons)
+    rng = np.random.default_rng(seed)
+    nonlinear = specimen == NONLINEAR
+    scale = 3 if nonlinear else 2
+    n_raw = size + 2 * PAD_RAW
+    m = scale * n_raw
+    px = raw_pixel_nm / scale
+    cutoff = detection_cutoff(na, emission_nm)
+    if cutoff >= 1.0 / (2.0 * raw_pixel_nm):
+        raise DfcanError(
+            f"the detection cutoff {cutoff * 1000:.2f}/µm exceeds the raw Nyquist frequency; "
+            f"raw pixels must be below λ/(4NA) = {emission_nm / (4 * na):.1f} nm. Received: raw_pixel_nm={raw_pixel_nm}"
+        )
+
+    structure, info = render_structure(specimen, m, px, rng)
+    freq = pattern_ratio * cutoff
+    n_ori, n_pha = (5, 5) if nonlinear else (3, 3)
+    patterns, angles, phases = illumination_patterns(
+        m, px, frequency=freq, n_orientations=n_ori, n_phases=n_pha, modulation=modulation,
+        harmonic=harmonic if nonlinear else 0.0, angle0=rng.uniform(0, np.pi / n_ori),
+    )
+    fr = _freq_grid(m, px)
+    frames = image_frames(structure, patterns, pupil_otf(fr, cutoff), n_raw)
+    gt_clean = sfft.irfft2(sfft.rfft2(structure) * pupil_otf(fr, scale * cutoff), s=(m, m))
+
+    inner = slice(PAD_RAW, PAD_RAW + size)
+    fine = slice(scale * PAD_RAW, scale * (PAD_RAW + size))
+    frames = np.clip(frames[:, inner, inner], 0, None)
+    gt_clean = np.clip(gt_clean[fine, fine], 0, None).astype(np.float32)
+    structure = structure[fine, fine].astype(np.float32)
+    wf_clean = frames.sum(axis=0)
+
+    # Photon budget: "photons" is the mean over the foreground (where the cell's signal is).
+    fg = wf_clean > 0.2 * np.percentile(wf_clean, 99)
+    mean_fg = float(frames[:, fg].mean())
+    photons_per_level = level_photons(levels, photons)
+    signal_scale = photons_per_level / mean_fg
+    bg = background * photons_per_level
+    raw = np.empty((levels, len(frames), size, size), np.uint16)
+    for i in range(levels):
+        raw[i] = _camera(rng, signal_scale[i] * frames + bg[i], gain, read_noise, offset)
+    raw_gt = _camera(rng, raw_gt_photons / mean_fg * frames + background * raw_gt_photons, gain, read_noise, offset)
+    gt_fg = gt_clean > 0.2 * np.percentile(gt_clean, 99)
+    gt_scale = gt_photons / float(gt_clean[gt_fg].mean())
+    gt = np.clip(rng.poisson(gt_scale * gt_clean.astype(np.float64)), 0, 65535).astype(np.uint16)
+
+    params = {
+        "specimen": specimen,
+        "size": size,
+        "scale": scale,
+        "frames": int(len(frames)),
+        "raw_pixel_nm": raw_pixel_nm,
+        "gt_pixel_nm": px,
+        "na": na,
+        "emission_nm": emission_nm,
+        "detection_cutoff_per_um": cutoff * 1000.0,
+        "pattern_frequency_per_um": freq * 1000.0,
+        "pattern_period_nm": 1.0 / freq,
+        "orientations_deg": np.degrees(angles).tolist(),
+        "phases_rad": phases.tolist(),
+        "modulation": modulation,
+        "second_harmonic": harmonic if nonlinear else 0.0,
+        "gt_otf_support": f"{scale} x detection cutoff",
+        "gt_photons": gt_photons,
+        "raw_gt_photons": raw_gt_photons,
+        "camera": {"offset_adu": offset, "read_noise_e": read_noise, "gain_adu_per_e": gain},
+        "levels": [
+            {"level": i + 1, "photons": float(photons_per_level[i]), "background_photons": float(bg[i]),
+             "signal_scale": float(signal_scale[i])}
+            for i in range(levels)
+        ],
+        "structure": info,
+    }
+    return SimulatedCell(specimen, scale, structure, frames.astype(np.float32), raw, raw_gt, gt, gt_clean,
+                         wf_clean.astype(np.float32), signal_scale, bg, params)
+
+
+def _check_sizes(size: int, levels: int, photons: tuple[float, float]) -> None:
+    if not isinstance(size, (int, np.integer)) or size < 32 or size % 2:
+        raise DfcanError(f"size must be an even number of raw pixels ≥ 32. Received: size={size!r}")
+    if not isinstance(levels, (int, np.integer)) or not 1 <= levels <= 99:
+        raise DfcanError(f"levels must be between 1 and 99. Received: levels={levels!r}")
+    lo, hi = photons
+    if not 0 < lo <= hi:
+        raise DfcanError(f"photons must be 0 < low ≤ high. Received: photons={photons!r}")
+
+
+# ----------------------------------------------------------------- writing
+def write_cell(cell: SimulatedCell, cell_dir: str | os.PathLike) -> list[Path]:
+    """Write one simulated cell into ``cell_dir`` in BioSR's layout and MRC flavour.
+
+    Linear SIM specimens get ``RawSIMData_level_LL.mrc``, ``RawSIMData_gt.mrc``
+    and ``SIM_gt.mrc``; F-actin_Nonlinear ``SIM_gt_a.mrc`` (the target) and
+    ``SIM_gt_b.mrc`` (gamma-0.6 overview); ER ``RawSIMData/`` and ``GTSIM/`` with
+    one GT per level. Every cell also gets ``simulation.json``.
+    """
+    from dfcan_tf.io import atomic_path, write_mrc
+
+    cell_dir = Path(cell_dir)
+    p = cell.params
+    raw_kw = {"pixel_size_nm": p["raw_pixel_nm"], "wavelength_nm": p["emission_nm"], "mode": 6}
+    gt_kw = {"pixel_size_nm": p["gt_pixel_nm"], "wavelength_nm": p["emission_nm"], "mode": 6}
+    written = []
+    if cell.specimen == "ER":
+        for i, stack in enumerate(cell.raw, start=1):
+            written.append(write_mrc(cell_dir / "RawSIMData" / f"RawSIMData_level_{i:02d}.mrc", stack, **raw_kw))
+            written.append(write_mrc(cell_dir / "GTSIM" / f"GTSIM_level_{i:02d}.mrc", cell.gt, **gt_kw))
+    else:
+        for i, stack in enumerate(cell.raw, start=1):
+            written.append(write_mrc(cell_dir / f"RawSIMData_level_{i:02d}.mrc", stack, **raw_kw))
+        written.append(write_mrc(cell_dir / "RawSIMData_gt.mrc", cell.raw_gt, **raw_kw))
+        if cell.specimen == NONLINEAR:
+            written.append(write_mrc(cell_dir / "SIM_gt_a.mrc", cell.gt, **gt_kw))
+            g = cell.gt.astype(np.float64)
+            overview = ((g - g.min()) / max(np.ptp(g), 1e-12)) ** 0.6 * 65535.0
+            written.append(write_mrc(cell_dir / "SIM_gt_b.mrc", overview, **gt_kw))
+        else:
+            written.append(write_mrc(cell_dir / "SIM_gt.mrc", cell.gt, **gt_kw))
+    with atomic_path(cell_dir / "simulation.json") as tmp:
+        tmp.write_text(json.dumps(p, indent=2))
+    written.append(cell_dir / "simulation.json")
+    return written
+
+
+def _resolve_specimens(specimens) -> list[str]:
+    if specimens is None:
+        return list(SPECIMENS)
+    if isinstance(specimens, str):
+        specimens = [s for s in specimens.split(",") if s]
+    by_lower = {s.lower(): s for s in SPECIMENS}
+    out = []
+    for s in specimens:
+        if s.lower() not in by_lower:
+            raise DfcanError(f"unknown specimen. Received: {s!r}; expected some of {', '.join(SPECIMENS)}")
+        out.append(by_lower[s.lower()])
+    return out
+
+
+def simulate_dataset(
+    out_dir: str | os.PathLike,
+    *,
+    specimens=None,
+    cells: int | str = 4,
+    levels: int = 9,
+    size: int = 128,
+    seed: int = 0,
+    overwrite: bool = False,
+    progress: bool = True,
+    **cell_kwargs,
+) -> list[Path]:
+    """Simulate a BioSR-like dataset under ``out_dir``.
+
+    Parameters
+    ----------
+    out_dir
+        Dataset root; specimen folders are created in it.
+    specimens
+        Names (list or comma-separated string) from :data:`SPECIMENS`; default all.
+    cells
+        Number of cells per specimen (numbered from 1) or a selection such as
+        ``"36-50"`` (to add a test set with other cell numbers).
+    levels, size
+        Signal levels and raw image side (pixels).
+    seed
+        Master seed; each (specimen, cell) draws from its own child seed, so a
+        cell's data do not depend on which other cells are simulated.
+    overwrite
+        Replace existing cell folders instead of refusing.
+    progress
+        Show a tqdm progress bar.
+    **cell_kwargs
+        Passed to :func:`simulate_cell` (photons, noise, optics).
+
+    Returns
+    -------
+    list of pathlib.Path
+        The cell folders written.
+
+    Raises
+    ------
+    DfcanError
+        Bad argument, or a cell folder exists and ``overwrite`` is false; in
+        both cases nothing is written.
+    """
+    from tqdm import tqdm
+
+    from dfcan_tf.biosr import parse_cells
+
+    names = _resolve_specimens(specimens)
+    if isinstance(cells, (int, np.integer)):
+        if cells < 1:
+            raise DfcanError(f"cells must be at least 1. Received: cells={cells}")
+        cell_ids = list(range(1, int(cells) + 1))
+    else:
+        cell_ids = parse_cells(cells) or []
+        if not cell_ids or min(cell_ids) < 1:
+            raise DfcanError(f"cells must select cell numbers ≥ 1. Received: cells={cells!r}")
+    _check_sizes(size, levels, cell_kwargs.get("photons", (15.0, 600.0)))
+    out_dir = Path(out_dir)
+    jobs = [(s, c, out_dir / s / f"Cell_{c:03d}") for s in names for c in cell_ids]
+    existing = [str(d) for _, _, d in jobs if d.exists()]
+    if existing and not overwrite:
+        raise DfcanError(f"{existing[0]} exists ({len(existing)} cell folders in all); pass overwrite / --overwrite")
+    written = []
+    for specimen, cell, cell_dir in tqdm(jobs, desc="simulate", unit="cell", disable=not progress):
+        ss = np.random.SeedSequence([int(seed), SPECIMENS.index(specimen), cell])
+        sim = simulate_cell(specimen, size=size, levels=levels, seed=ss, **cell_kwargs)
+        sim.params.update({"cell": cell, "seed": int(seed)})
+        write_cell(sim, cell_dir)
+        written.append(cell_dir)
+    return written
+
+
+# ----------------------------------------------------------------- CLI
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("out_dir", help="dataset root to write (BioSR layout)")
+    parser.add_argument("--specimens", default=",".join(SPECIMENS),
+                        help=f"comma-separated specimens (default: all of {','.join(SPECIMENS)})")
+    parser.add_argument("--cells", default="4", help="cells per specimen, or numbers like 36-50 (default: 4)")
+    parser.add_argument("--levels", type=int, default=9, help="signal levels, level 1 lowest (default: 9)")
+    parser.add_argument("--size", type=int, default=128, help="raw image side in pixels, even (default: 128)")
+    parser.add_argument("--photons", type=float, nargs=2, default=(15.0, 600.0), metavar=("LOW", "HIGH"),
+                        help="mean foreground photons per pixel per frame at level 1 and the last level")
+    parser.add_argument("--background", type=float, default=0.1, help="background as a fraction of the photons")
+    parser.add_argument("--read-noise", type=float, default=1.5, help="camera read noise, electrons rms")
+    parser.add_argument("--offset", type=float, default=100.0, help="camera offset, ADU")
+    parser.add_argument("--gt-photons", type=float, default=1000.0, help="foreground photons of GT-SIM")
+    parser.add_argument("--na", type=float, default=1.3, help="detection numerical aperture")
+    parser.add_argument("--emission-nm", type=float, default=525.0, help="emission wavelength, nm")
+    parser.add_argument("--modulation", type=float, default=0.8, help="illumination modulation depth")
+    parser.add_argument("--pattern-ratio", type=float, default=0.9, help="pattern frequency / detection cutoff")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--overwrite", action="store_true", help="replace existing cell folders")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    cells = int(args.cells) if str(args.cells).isdigit() else args.cells
+    for name, lo, hi in (("na", 0.1, 1.7), ("modulation", 0.0, 1.0), ("pattern_ratio", 0.0, 1.0)):
+        v = getattr(args, name)
+        if not lo < v <= hi:
+            raise DfcanError(f"--{name.replace('_', '-')} must be in ({lo}, {hi}]. Received: {v}")
+    written = simulate_dataset(
+        args.out_dir, specimens=args.specimens, cells=cells, levels=args.levels, size=args.size, seed=args.seed,
+        overwrite=args.overwrite, progress=not args.no_progress, photons=tuple(args.photons),
+        background=args.background, read_noise=args.read_noise, offset=args.offset, gt_photons=args.gt_photons,
+        na=args.na, emission_nm=args.emission_nm, modulation=args.modulation, pattern_ratio=args.pattern_ratio,
+    )
+    print(f"simulated {len(written)} cells into {args.out_dir}")
+    return 0
