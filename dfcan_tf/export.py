@@ -1,0 +1,958 @@
+"""Export a run folder to ONNX, TFLite (LiteRT), SavedModel or a bioimage.io package, verified against Keras.
+
+Every exporter follows the same contract:
+
+1. rebuild the run's network with the *portable* Fourier attention
+   (``spectrum="dft"``, the sampled DFT as matrix products: see
+   :mod:`dfcan_tf.layers`) and the same weights;
+2. convert it into a temporary file or folder next to the destination;
+3. run the artefact in its own runtime on a random batch and on a simulated,
+   microscopy-like image at two sizes, one of them not a power of two, and
+   compare with the Keras reference (the run's network as trained);
+4. rename the artefact onto the destination only if every comparison is
+   within ``tolerance`` (max abs difference on the [0, 1] output, 1e-4 by
+   default); otherwise delete it and raise :class:`DfcanError`.
+
+Formats
+-------
+``onnx``
+    tf2onnx from a ``tf.function`` with the signature
+    ``TensorSpec((None, None, None, C))``: batch, height and width are
+    dynamic; opset 17 by default (tf2onnx 1.17 goes up to 18). Input
+    ``"input"`` (N, H, W, C) float32 in [0, 1], output ``"output"``
+    (N, s·H, s·W, 1). The run's configuration is stored in the model's
+    metadata (``dfcan_tf.config``), so a consumer can read the scale.
+``tflite``
+    ``TFLiteConverter`` from the same concrete function, builtin ops only
+    (no Select TF ops). The input's shape signature is ``[-1, -1, -1, C]``:
+    before running another size, call
+    ``interpreter.resize_tensor_input(0, [N, H, W, C])`` and
+    ``allocate_tensors()`` (what :func:`load_backend` does). A dynamic model
+    resized this way was measured ~2× faster in LiteRT than a model converted
+    at a fixed 502×502 size, so no fixed-size variant is offered.
+``saved_model``
+    A TF2 SavedModel with one signature, ``serving_default``:
+    ``{"input": (N, H, W, C)} -> {"output": (N, s·H, s·W, 1)}``.
+``bioimageio``
+    A bioimage.io model package (``.zip``, format 0.5): ``rdf.yaml``, ONNX and
+    SavedModel weights, test input/output tensors, a model card; the
+    pre-/post-processing (min-max normalisation of input and output) is
+    described in the RDF. Validated with ``bioimageio.spec`` and test-run with
+    ``bioimageio.core`` before it is kept.
+
+Timings and the FLOP count of the network are printed by
+:func:`benchmark_backends` (``dfcan benchmark predict``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dfcan_tf.errors import DfcanError
+
+FORMATS = ("onnx", "tflite", "saved_model", "bioimageio")
+BACKENDS = ("keras", "onnx", "tflite", "saved_model")
+SUFFIXES = {"onnx": ".onnx", "tflite": ".tflite", "saved_model": "", "bioimageio": ".zip"}
+DEFAULT_OPSET = 17
+MAX_OPSET = 18  # the highest tf2onnx 1.17 converts to on this stack
+TOLERANCE = 1e-4
+# One power of two and one not (and larger than the default size_psc of 128,
+# so the spectrum resize really downsamples and the sampled DFT really samples).
+VERIFY_SIZES = (64, 150)
+INPUT_NAME = "input"
+OUTPUT_NAME = "output"
+METADATA_KEY = "dfcan_tf.config"
+
+
+# --------------------------------------------------------------------------------------------
+# results
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class Check:
+    """One comparison of an artefact with Keras."""
+
+    kind: str  # "random" or "simulated"
+    shape: tuple[int, ...]
+    max_abs_diff: float
+
+
+@dataclass
+class ExportResult:
+    """What :func:`export_run` wrote and how well it matched Keras."""
+
+    path: Path
+    format: str
+    checks: list[Check] = field(default_factory=list)
+    tolerance: float = TOLERANCE
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def max_abs_diff(self) -> float:
+        return max((c.max_abs_diff for c in self.checks), default=float("nan"))
+
+    def summary(self) -> str:
+        sizes = ", ".join(f"{c.kind} {c.shape[1]}x{c.shape[2]}: {c.max_abs_diff:.1e}" for c in self.checks)
+        return (f"wrote {self.path} ({self.format}); max |artefact - keras| = {self.max_abs_diff:.2e} "
+                f"<= {self.tolerance:g} [{sizes}]")
+
+
+# --------------------------------------------------------------------------------------------
+# inputs used for verification
+# --------------------------------------------------------------------------------------------
+
+def simulated_image(size: int | tuple[int, int], channels: int = 1, *, seed: int = 0) -> np.ndarray:
+    """A microscopy-like test image ``(H, W, C)`` in [0, 1].
+
+    Filaments and puncta blurred by a Gaussian PSF with shot-like noise; for
+    ``channels > 1`` the frames are the same object under sinusoidal
+    illumination (``channels`` orientations × phases, as raw SIM frames), so
+    the spectrum has the side bands Fourier attention sees on SIM data.
+    Normalised to [0, 1] over the whole stack, as the reference does.
+    """
+    from scipy import ndimage
+
+    h, w = (size, size) if isinstance(size, int) else size
+    rng = np.random.default_rng(seed)
+    obj = np.zeros((h, w), np.float64)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    for _ in range(max(3, (h * w) // 600)):  # filaments: random smooth curves
+        x0, y0 = rng.uniform(0, w), rng.uniform(0, h)
+        angle, curve = rng.uniform(0, np.pi), rng.normal(0, 0.02)
+        for t in np.linspace(-0.7, 0.7, 4 * max(h, w)) * max(h, w):
+            a = angle + curve * t
+            px, py = int(round(x0 + t * np.cos(a))), int(round(y0 + t * np.sin(a)))
+            if 0 <= px < w and 0 <= py < h:
+                obj[py, px] = 1.0
+    spots = rng.integers(0, [h, w], size=(max(2, (h * w) // 300), 2))
+    obj[spots[:, 0], spots[:, 1]] += rng.uniform(0.5, 2.0, len(spots))
+    frames = []
+    n_orient = max(1, int(round(np.sqrt(channels))))
+    for c in range(channels):
+        if channels == 1:
+            illum = 1.0
+        else:
+            theta = np.pi * (c // n_orient) / n_orient
+            phase = 2 * np.pi * (c % n_orient) / n_orient
+            k = 2 * np.pi / 5.0  # period of 5 px, near the band edge
+            illum = 1.0 + 0.8 * np.cos(k * (xx * np.cos(theta) + yy * np.sin(theta)) + phase)
+        frame = ndimage.gaussian_filter(obj * illum, 1.6, mode="reflect") + 0.02
+        frames.append(rng.poisson(frame * 200.0) / 200.0)
+    stack = np.stack(frames, axis=-1)
+    stack = (stack - stack.min()) / max(stack.max() - stack.min(), 1e-12)
+    return stack.astype(np.float32)
+
+
+def verification_inputs(channels: int, sizes: Sequence[int] = VERIFY_SIZES, *, seed: int = 0
+                        ) -> Iterator[tuple[str, np.ndarray]]:
+    """Yield ``(kind, batch)``: per size a random batch of 2 and a simulated image (batch of 1)."""
+    rng = np.random.default_rng(seed)
+    for size in sizes:
+        yield "random", rng.random((2, size, size, channels), dtype=np.float32)
+        yield "simulated", simulated_image(size, channels, seed=seed + size)[None]
+
+
+def compare(artefact: Callable[[np.ndarray], np.ndarray], reference: Callable[[np.ndarray], np.ndarray],
+            channels: int, scale: int, sizes: Sequence[int] = VERIFY_SIZES, tolerance: float = TOLERANCE,
+            what: str = "artefact") -> list[Check]:
+    """Run ``artefact`` and ``reference`` on :func:`verification_inputs`; raise if any differs by > tolerance."""
+    checks = []
+    for kind, x in verification_inputs(channels, sizes):
+        want = reference(x)
+        got = np.asarray(artefact(x))
+        expected_shape = (x.shape[0], scale * x.shape[1], scale * x.shape[2], 1)
+        if got.shape != expected_shape:
+            raise DfcanError(f"{what}: output shape {got.shape} for input {x.shape}; expected {expected_shape}")
+        diff = float(np.max(np.abs(got.astype(np.float64) - want)))
+        if not np.isfinite(diff) or diff > tolerance:
+            raise DfcanError(f"{what}: does not match Keras on a {kind} {x.shape[1]}x{x.shape[2]} input: "
+                             f"max abs difference {diff:.3g} > tolerance {tolerance:g}; nothing was written")
+        checks.append(Check(kind, tuple(x.shape), diff))
+    return checks
+
+
+# --------------------------------------------------------------------------------------------
+# the model to export
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class _Source:
+    """A run folder opened for export: reference (as trained) and portable networks, same weights."""
+
+    run: Any  # dfcan_tf.runs.Run
+    reference: Any  # keras.Model with the run's own spectrum method
+    portable: Any  # keras.Model with spectrum="dft"
+
+    @property
+    def channels(self) -> int:
+        return self.run.model_config.input_channels
+
+    @property
+    def scale(self) -> int:
+        return self.run.model_config.scale
+
+    def metadata(self) -> dict[str, Any]:
+        return {"model": self.run.model_config.to_dict(), "data": dict(self.run.data),
+                "source_run": str(Path(self.run.path).resolve()), "weights": self.run.which}
+
+
+def _open_run(run_dir: str | os.PathLike, which: str = "best") -> _Source:
+    from dfcan_tf.models import with_spectrum
+    from dfcan_tf.runs import load_run
+
+    run = load_run(run_dir, which)
+    portable = with_spectrum(run.model, run.model_config, "dft")
+    return _Source(run, run.model, portable)
+
+
+def _keras_reference(model) -> Callable[[np.ndarray], np.ndarray]:
+    return _compiled(model, model.inputs[0].shape[-1])
+
+
+def _compiled(model, channels: int):
+    """``f(x) -> numpy`` running ``model`` through one ``tf.function`` traced for every shape."""
+    import tensorflow as tf
+
+    fn = tf.function(lambda x: model(x, training=False),
+                     input_signature=[tf.TensorSpec((None, None, None, channels), tf.float32)])
+    return lambda x: fn(tf.constant(np.asarray(x, np.float32))).numpy()
+
+
+def _serving_function(model, channels: int, *, as_dict: bool = False):
+    import tensorflow as tf
+
+    spec = tf.TensorSpec((None, None, None, channels), tf.float32, name=INPUT_NAME)
+
+    @tf.function(input_signature=[spec])
+    def serve(x):
+        y = model(x, training=False)
+        return {OUTPUT_NAME: y} if as_dict else y
+
+    return serve
+
+
+@contextmanager
+def _staged(path: Path, *, directory: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; move it onto ``path`` only if the block succeeds."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".part-{path.name}-", dir=path.parent))
+    tmp = tmp_dir / path.name
+    try:
+        if directory:
+            tmp.mkdir()
+        yield tmp
+        if path.is_dir() and not path.is_symlink():
+            # os.replace cannot replace a non-empty folder: move the old one aside first.
+            old = tmp_dir / ".old"
+            os.replace(path, old)
+            os.replace(tmp, path)
+        else:
+            os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------------------------
+# ONNX
+# --------------------------------------------------------------------------------------------
+
+def to_onnx_proto(model, channels: int, *, opset: int = DEFAULT_OPSET, metadata: dict | None = None):
+    """Convert a (portable) Keras SR network to an ONNX ``ModelProto`` with dynamic N, H, W.
+
+    tf2onnx writes a model even when some ops have no ONNX equivalent, so the
+    graph is checked for leftover TensorFlow ops here and the result must
+    still be run (:func:`export_onnx` does both).
+    """
+    import tensorflow as tf
+    import tf2onnx
+
+    if not DEFAULT_OPSET <= opset <= MAX_OPSET:
+        raise DfcanError(f"opset must be between {DEFAULT_OPSET} and {MAX_OPSET}. Received: opset={opset}")
+    spec = (tf.TensorSpec((None, None, None, channels), tf.float32, name=INPUT_NAME),)
+    proto, _ = tf2onnx.convert.from_function(_serving_function(model, channels), input_signature=spec, opset=opset)
+    graph = proto.graph
+    unsupported = sorted({n.op_type for n in graph.node if n.domain not in ("", "ai.onnx")})
+    if unsupported:
+        raise DfcanError(f"ONNX conversion left unsupported ops {unsupported}; is the model built with spectrum='dft'?")
+    # Stable tensor names for consumers ("input" / "output").
+    old = graph.output[0].name
+    for node in graph.node:
+        node.output[:] = [OUTPUT_NAME if o == old else o for o in node.output]
+        node.input[:] = [OUTPUT_NAME if i == old else i for i in node.input]
+    graph.output[0].name = OUTPUT_NAME
+    if graph.input[0].name != INPUT_NAME:
+        raise DfcanError(f"unexpected ONNX input name {graph.input[0].name!r}")
+    proto.producer_name = "dfcan_tf"
+    if metadata:
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = METADATA_KEY, json.dumps(metadata)
+    return proto
+
+
+def export_onnx(run_dir: str | os.PathLike, out: str | os.PathLike, *, which: str = "best",
+                opset: int = DEFAULT_OPSET, sizes: Sequence[int] = VERIFY_SIZES,
+                tolerance: float = TOLERANCE, _source: _Source | None = None) -> ExportResult:
+    """Export a run folder to ONNX (dynamic batch/height/width), verified against Keras. See :func:`export_run`."""
+    src = _source or _open_run(run_dir, which)
+    out = Path(out)
+    proto = to_onnx_proto(src.portable, src.channels, opset=opset, metadata=src.metadata())
+    with _staged(out) as tmp:
+        tmp.write_bytes(proto.SerializeToString())
+        checks = compare(_onnx_runner(tmp), _keras_reference(src.reference), src.channels, src.scale, sizes,
+                         tolerance, what=f"ONNX export of {src.run.path}")
+    return ExportResult(out, "onnx", checks, tolerance, {"opset": opset})
+
+
+def _onnx_runner(path: Path, threads: int | None = None):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    try:
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise DfcanError(f"{path}: onnxruntime cannot load the model ({type(exc).__name__}: {exc})") from None
+    name = session.get_inputs()[0].name
+    return lambda x: session.run(None, {name: np.ascontiguousarray(x, np.float32)})[0]
+
+
+# --------------------------------------------------------------------------------------------
+# TFLite / LiteRT
+# --------------------------------------------------------------------------------------------
+
+def to_tflite_bytes(model, channels: int) -> bytes:
+    """Convert a (portable) Keras SR network to a TFLite flatbuffer with builtin ops only.
+
+    The input's shape signature stays ``[-1, -1, -1, C]``; resize it at run
+    time with ``resize_tensor_input``. The concrete function is converted
+    without passing the Keras model (passing it loses the weights with Keras 3).
+    """
+    import tensorflow as tf
+
+    concrete = _serving_function(model, channels).get_concrete_function()
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete])
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    try:
+        return converter.convert()
+    except Exception as exc:  # converter errors are ConverterError / various
+        raise DfcanError(f"TFLite conversion with builtin ops only failed: {exc}") from None
+
+
+def export_tflite(run_dir: str | os.PathLike, out: str | os.PathLike, *, which: str = "best",
+                  sizes: Sequence[int] = VERIFY_SIZES, tolerance: float = TOLERANCE,
+                  _source: _Source | None = None) -> ExportResult:
+    """Export a run folder to TFLite (builtin ops, dynamic shape), verified against Keras. See :func:`export_run`."""
+    src = _source or _open_run(run_dir, which)
+    out = Path(out)
+    data = to_tflite_bytes(src.portable, src.channels)
+    with _staged(out) as tmp:
+        tmp.write_bytes(data)
+        checks = compare(_tflite_runner(tmp), _keras_reference(src.reference), src.channels, src.scale, sizes,
+                         tolerance, what=f"TFLite export of {src.run.path}")
+    return ExportResult(out, "tflite", checks, tolerance)
+
+
+def _tflite_runner(path: Path, threads: int | None = None):
+    from ai_edge_litert.interpreter import Interpreter
+
+    try:
+        interpreter = Interpreter(model_path=str(path), num_threads=threads)
+    except Exception as exc:
+        raise DfcanError(f"{path}: LiteRT cannot load the model ({type(exc).__name__}: {exc})") from None
+    inp = interpreter.get_input_details()[0]["index"]
+    out = interpreter.get_output_details()[0]["index"]
+    current: list[tuple[int, ...] | None] = [None]
+
+    def run(x: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(x, np.float32)
+        if current[0] != x.shape:
+            # Dynamic shape: resize, then re-plan memory (cheap next to inference).
+            interpreter.resize_tensor_input(inp, list(x.shape), strict=False)
+            interpreter.allocate_tensors()
+            current[0] = x.shape
+        interpreter.set_tensor(inp, x)
+        interpreter.invoke()
+        return interpreter.get_tensor(out).copy()
+
+    return run
+
+
+# --------------------------------------------------------------------------------------------
+# SavedModel
+# --------------------------------------------------------------------------------------------
+
+def _write_saved_model(model, channels: int, path: Path) -> None:
+    import keras
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("serving_default", _serving_function(model, channels, as_dict=True))
+    archive.write_out(str(path), verbose=False)
+
+
+def _saved_model_runner(path: Path):
+    import tensorflow as tf
+
+    try:
+        loaded = tf.saved_model.load(str(path))
+        signature = loaded.signatures["serving_default"]
+    except Exception as exc:
+        raise DfcanError(f"{path}: not a SavedModel with a serving_default signature ({exc})") from None
+    return lambda x: signature(**{INPUT_NAME: tf.constant(np.asarray(x, np.float32))})[OUTPUT_NAME].numpy()
+
+
+def export_saved_model(run_dir: str | os.PathLike, out: str | os.PathLike, *, which: str = "best",
+                       sizes: Sequence[int] = VERIFY_SIZES, tolerance: float = TOLERANCE,
+                       _source: _Source | None = None) -> ExportResult:
+    """Export a run folder to a TF2 SavedModel (``serving_default``), verified. See :func:`export_run`."""
+    src = _source or _open_run(run_dir, which)
+    out = Path(out)
+    with _staged(out) as tmp:
+        _write_saved_model(src.portable, src.channels, tmp)
+        checks = compare(_saved_model_runner(tmp), _keras_reference(src.reference), src.channels, src.scale,
+                         sizes, tolerance, what=f"SavedModel export of {src.run.path}")
+    return ExportResult(out, "saved_model", checks, tolerance)
+
+
+# --------------------------------------------------------------------------------------------
+# bioimage.io model package
+# --------------------------------------------------------------------------------------------
+
+_PAPER = {"text": "Qiao, C. et al. Evaluation and development of deep neural networks for image "
+                  "super-resolution in optical microscopy. Nature Methods 18, 194-202 (2021).",
+          "doi": "10.1038/s41592-020-01048-5"}
+BIOIMAGEIO_TEST_SIZE = 64
+
+
+def _minmax(x: np.ndarray, axes: tuple[int, ...], eps: float = 1e-6) -> np.ndarray:
+    """bioimage.io ``scale_range`` with percentiles 0 and 100: ``(x - min) / (max - min + eps)``."""
+    lo = x.min(axis=axes, keepdims=True)
+    hi = x.max(axis=axes, keepdims=True)
+    return ((x - lo) / (hi - lo + eps)).astype(np.float32)
+
+
+def _model_card(src: _Source, name: str, checks: dict[str, list[Check]], opset: int) -> str:
+    import keras
+    import tensorflow as tf
+
+    from dfcan_tf import __version__
+
+    cfg = src.run.model_config
+    train = src.run.config.get("train") or {}
+    data = src.run.data
+    task = data.get("task", "sim" if cfg.input_channels > 1 else "sisr")
+    lines = [
+        f"# {name}", "",
+        f"{'DFGAN generator' if cfg.architecture == 'dfgan_generator' else 'DFCAN'} (Deep Fourier Channel "
+        f"Attention Network, Qiao et al., Nature Methods 2021) for "
+        f"{'SIM reconstruction' if task == 'sim' else 'single-image super-resolution'} of fluorescence "
+        f"microscopy images: {cfg.input_channels} input channel(s) "
+        f"({'raw SIM frames' if cfg.input_channels > 1 else 'a wide-field image'}), "
+        f"output {cfg.scale}x larger, one channel.", "",
+        "## Architecture", "",
+        f"- width {cfg.width}, {cfg.n_groups} residual groups x {cfg.n_blocks} Fourier channel attention blocks,",
+        f"  spectrum gamma {cfg.gamma}, spectrum resized to {cfg.size_psc}x{cfg.size_psc}, reduction {cfg.reduction};",
+        f"- {src.reference.count_params():,} parameters; sigmoid output in (0, 1).", "",
+        "## Pre- and post-processing", "",
+        "- input: min-max normalisation to [0, 1] over the whole image (all channels jointly),",
+        "  `scale_range` with percentiles 0 and 100, as the authors' prediction code does;",
+        "- output: the network's sigmoid output in (0, 1), not post-processed in this package; `dfcan predict`",
+        "  (and the authors' code) additionally stretch it to [0, 1] by min-max before writing 16-bit TIFF.",
+        "- The network sees the whole image: Fourier channel attention pools over the full field,",
+        "  so tiles give slightly different results from whole-image prediction.", "",
+        "## How the weights were made", "",
+        f"- trained with dfcan_tf {__version__} (TensorFlow {tf.__version__}, Keras {keras.__version__});",
+        f"- run folder `{Path(src.run.path).name}`, `{src.run.which}` weights;",
+    ]
+    for key in ("steps", "iterations", "batch_size", "lr", "loss", "dataset", "specimen", "seed"):
+        if key in train:
+            lines.append(f"- {key}: {train[key]}")
+    for key in ("task", "normalization", "pixel_size_nm", "specimen", "dataset"):
+        if key in data:
+            lines.append(f"- data {key}: {data[key]}")
+    if not train:
+        lines.append("- the run folder records no training settings (untrained or externally trained weights);")
+    lines += [
+        "- Fourier attention in these weights is computed by a sampled DFT written as matrix products",
+        "  (only the frequencies the spectrum resize reads), equal to the FFT used in training to ~1e-6;",
+        f"- TensorFlow SavedModel written by Keras' ExportArchive; ONNX converted from it with tf2onnx (opset {opset}).",
+        "", "## Validation", "",
+        "Each weight format was run on random inputs and simulated microscopy images at two sizes and compared",
+        "with the Keras model (max abs difference on the [0, 1] output):", "",
+    ]
+    for fmt, cs in checks.items():
+        lines.append(f"- {fmt}: " + ", ".join(f"{c.kind} {c.shape[1]}x{c.shape[2]} {c.max_abs_diff:.1e}" for c in cs))
+    lines += ["", "## Reference", "", _PAPER["text"], f"https://doi.org/{_PAPER['doi']}", ""]
+    return "\n".join(lines)
+
+
+def _cover(x: np.ndarray, y: np.ndarray, path: Path) -> None:
+    """Input (nearest-upsampled, channel mean) beside the min-max stretched output, as an 8-bit PNG."""
+    import imageio.v3 as iio
+
+    scale = y.shape[0] // x.shape[0]
+    wf = np.repeat(np.repeat(x.mean(axis=-1), scale, axis=0), scale, axis=1)
+    wf = (wf - wf.min()) / max(float(wf.max() - wf.min()), 1e-12)
+    sr = (y[..., 0] - y.min()) / max(float(y.max() - y.min()), 1e-12)
+    pair = np.concatenate([wf, np.ones((wf.shape[0], 4)), sr], axis=1)
+    iio.imwrite(path, (np.clip(pair, 0, 1) * 255).astype(np.uint8))
+
+
+def _bioimageio_rdf(src: _Source, name: str, authors: list[dict], opset: int, test_size: int) -> dict:
+    import tensorflow as tf
+
+    cfg = src.run.model_config
+    pixel_um = float(src.run.data.get("pixel_size_nm", 62.6)) / 1000.0
+    c = cfg.input_channels
+    channel_names = ["wide_field"] if c == 1 else [f"frame{i}" for i in range(c)]
+    space = {"type": "space", "unit": "micrometer"}
+    return {
+        "format_version": "0.5.4",
+        "type": "model",
+        "name": name,
+        "description": (f"{'DFGAN generator' if cfg.architecture == 'dfgan_generator' else 'DFCAN'} "
+                        f"super-resolution ({c} channel(s) in, x{cfg.scale}), exported by dfcan_tf"),
+        "authors": authors,
+        "cite": [_PAPER],
+        "license": "BSD-3-Clause",
+        "tags": ["super-resolution", "fluorescence-light-microscopy", "structured-illumination-microscopy",
+                 "dfcan", "2d", "onnx", "tensorflow"],
+        "documentation": "README.md",
+        "covers": ["cover.png"],
+        "inputs": [{
+            "id": INPUT_NAME,
+            "description": "raw image, any intensity range; normalised to [0, 1] by min-max",
+            "axes": [
+                {"type": "batch"},
+                {**space, "id": "y", "size": {"min": 16, "step": 1}, "scale": pixel_um},
+                {**space, "id": "x", "size": {"min": 16, "step": 1}, "scale": pixel_um},
+                {"type": "channel", "channel_names": channel_names},
+            ],
+            "test_tensor": {"source": "test_input.npy"},
+            "data": {"type": "float32"},
+            "preprocessing": [{"id": "scale_range",
+                               "kwargs": {"axes": ["y", "x", "channel"], "min_percentile": 0.0,
+                                          "max_percentile": 100.0}}],
+        }],
+        "outputs": [{
+            "id": OUTPUT_NAME,
+            "description": f"super-resolved image, {cfg.scale}x the input size, in (0, 1) (sigmoid)",
+            "axes": [
+                {"type": "batch"},
+                {**space, "id": "y", "size": {"tensor_id": INPUT_NAME, "axis_id": "y"},
+                 "scale": pixel_um / cfg.scale},
+                {**space, "id": "x", "size": {"tensor_id": INPUT_NAME, "axis_id": "x"},
+                 "scale": pixel_um / cfg.scale},
+                {"type": "channel", "channel_names": ["super_resolution"]},
+            ],
+            "test_tensor": {"source": "test_output.npy"},
+            "data": {"type": "float32", "range": [0.0, 1.0]},
+            # No post-processing op: a sample-statistics `scale_range` on the output fails in
+            # bioimageio.core 0.11 (it computes output statistics during pre-processing). The
+            # output is a sigmoid in (0, 1); min-max stretching for display is described in the card.
+        }],
+        "weights": {
+            "tensorflow_saved_model_bundle": {
+                "source": "tf_saved_model.zip",
+                "tensorflow_version": tf.__version__.split("-")[0],
+                "comment": "Keras model exported with keras.export.ExportArchive, signature serving_default",
+            },
+            "onnx": {
+                "source": "weights.onnx",
+                "opset_version": opset,
+                "parent": "tensorflow_saved_model_bundle",
+                "comment": "converted with tf2onnx; dynamic batch, height and width",
+            },
+        },
+        "config": {"dfcan_tf": src.metadata()},
+    }
+
+
+def _check_bioimageio(package: Path, *, test_run: bool, workdir: Path) -> None:
+    """Validate with bioimageio.spec and (``test_run``) test-run with bioimageio.core; raise on failure."""
+    from bioimageio.spec import InvalidDescr, load_description
+
+    package = package.resolve()
+    descr = load_description(package, perform_io_checks=True)
+    if isinstance(descr, InvalidDescr):
+        raise DfcanError(f"{package}: bioimageio.spec rejects the package:\n{descr.validation_summary.format()}")
+    if test_run:
+        from bioimageio.core import test_model
+
+        # bioimageio.core unzips SavedModel weights into a folder relative to the working
+        # directory: run it from a scratch folder so nothing is left behind.
+        cwd = os.getcwd()
+        os.chdir(workdir)
+        try:
+            summary = test_model(package)
+        finally:
+            os.chdir(cwd)
+        if summary.status != "passed":
+            raise DfcanError(f"{package}: bioimageio.core test run failed:\n{summary.format()}")
+
+
+def export_bioimageio(run_dir: str | os.PathLike, out: str | os.PathLike, *, which: str = "best",
+                      opset: int = DEFAULT_OPSET, sizes: Sequence[int] = VERIFY_SIZES,
+                      tolerance: float = TOLERANCE, name: str | None = None,
+                      authors: Sequence[dict] | None = None, test_size: int = BIOIMAGEIO_TEST_SIZE,
+                      test_run: bool = True, _source: _Source | None = None) -> ExportResult:
+    """Write a bioimage.io model package (``.zip``): rdf.yaml, ONNX + SavedModel weights, test tensors, card.
+
+    Both weight formats are verified against Keras as :func:`export_onnx` and
+    :func:`export_saved_model` do; the package is then validated by
+    ``bioimageio.spec`` and (``test_run=True``) test-run by
+    ``bioimageio.core``, offline, before it is moved onto ``out``.
+
+    Parameters
+    ----------
+    name
+        Model name (default: from the architecture and the run folder's name).
+    authors
+        ``[{"name": ..., "affiliation": ...}]`` (default: the dfcan_tf contributors).
+    test_size
+        Side of the test input tensor (a simulated image).
+    test_run
+        Run ``bioimageio.core``'s model test (every weight format, several sizes).
+    """
+    import zipfile
+
+    src = _source or _open_run(run_dir, which)
+    out = Path(out)
+    if out.suffix != ".zip":
+        raise DfcanError(f"a bioimage.io package is a .zip file. Received: out={str(out)!r}")
+    cfg = src.run.model_config
+    name = name or f"{'DFGAN' if cfg.architecture == 'dfgan_generator' else 'DFCAN'} x{cfg.scale} " \
+                   f"{cfg.input_channels}-channel {Path(src.run.path).resolve().name}"
+    authors = list(authors or [{"name": "dfcan_tf contributors"}])
+    reference = _keras_reference(src.reference)
+    with _staged(out) as tmp, tempfile.TemporaryDirectory(prefix=".bioimageio-", dir=out.parent) as work:
+        work = Path(work)
+        checks: dict[str, list[Check]] = {}
+        _write_saved_model(src.portable, src.channels, work / "saved_model")
+        checks["tensorflow_saved_model_bundle"] = compare(
+            _saved_model_runner(work / "saved_model"), reference, src.channels, src.scale, sizes, tolerance,
+            what=f"bioimage.io SavedModel weights of {src.run.path}")
+        proto = to_onnx_proto(src.portable, src.channels, opset=opset, metadata=src.metadata())
+        (work / "weights.onnx").write_bytes(proto.SerializeToString())
+        checks["onnx"] = compare(_onnx_runner(work / "weights.onnx"), reference, src.channels, src.scale, sizes,
+                                 tolerance, what=f"bioimage.io ONNX weights of {src.run.path}")
+        with zipfile.ZipFile(work / "tf_saved_model.zip", "w", zipfile.ZIP_DEFLATED) as zf:
+            for f in sorted((work / "saved_model").rglob("*")):
+                zf.write(f, f.relative_to(work / "saved_model"))
+        # Test tensors: a raw-intensity simulated image, and what pre-processing + model + post-processing make of it.
+        raw = (simulated_image(test_size, src.channels, seed=7) * 4000.0 + 100.0)[None].astype(np.float32)
+        expected = reference(_minmax(raw, (1, 2, 3)))
+        np.save(work / "test_input.npy", raw)
+        np.save(work / "test_output.npy", expected)
+        _cover(raw[0], expected[0], work / "cover.png")
+        (work / "README.md").write_text(_model_card(src, name, checks, opset))
+        rdf = _bioimageio_rdf(src, name, authors, opset, test_size)
+        # JSON is valid YAML; no YAML writer needed.
+        (work / "rdf.yaml").write_text(json.dumps(rdf, indent=2) + "\n")
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+            for member in ("rdf.yaml", "README.md", "cover.png", "weights.onnx", "tf_saved_model.zip",
+                           "test_input.npy", "test_output.npy"):
+                zf.write(work / member, member)
+        _check_bioimageio(tmp, test_run=test_run, workdir=work)
+    flat = [c for cs in checks.values() for c in cs]
+    return ExportResult(out, "bioimageio", flat, tolerance, {"opset": opset, "test_run": test_run})
+
+
+# --------------------------------------------------------------------------------------------
+# dispatch
+# --------------------------------------------------------------------------------------------
+
+def default_output(run_dir: str | os.PathLike, format: str) -> Path:
+    """``RUN/export/model.onnx`` and the like (``RUN/export/bioimageio.zip`` for a package)."""
+    name = "bioimageio" if format == "bioimageio" else "model"
+    return Path(run_dir) / "export" / f"{name}{SUFFIXES[format]}"
+
+
+def export_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, format: str = "onnx", *,
+               which: str = "best", opset: int = DEFAULT_OPSET, sizes: Sequence[int] = VERIFY_SIZES,
+               tolerance: float = TOLERANCE, **kwargs: Any) -> ExportResult:
+    """Export a run folder's network, verify the artefact against Keras, and write it atomically.
+
+    Parameters
+    ----------
+    run_dir
+        A run folder (``config.json`` + ``weights/``).
+    out
+        Destination file (folder for ``saved_model``); default
+        :func:`default_output`.
+    format
+        ``"onnx"``, ``"tflite"``, ``"saved_model"`` or ``"bioimageio"``.
+    which
+        ``"best"`` or ``"last"`` weights.
+    opset
+        ONNX opset (17 or 18).
+    sizes
+        Two (or more) square input sizes to verify at; use one that is not a
+        power of two.
+    tolerance
+        Largest accepted max abs difference from Keras on the [0, 1] output.
+    **kwargs
+        Passed to :func:`export_bioimageio` (``name``, ``authors``, ``test_run``...).
+
+    Returns
+    -------
+    ExportResult
+        Path, format and the measured differences.
+
+    Raises
+    ------
+    DfcanError
+        Missing, corrupt or mismatched run folder; conversion failure; an
+        artefact that does not match Keras (nothing is left on disk then).
+    """
+    if format not in FORMATS:
+        raise DfcanError(f"format must be one of {FORMATS}. Received: format={format!r}")
+    if len(sizes) < 2:
+        raise DfcanError(f"verify at two sizes or more (one not a power of two). Received: sizes={tuple(sizes)}")
+    out = Path(out) if out is not None else default_output(run_dir, format)
+    src = _open_run(run_dir, which)
+    if format == "onnx":
+        return export_onnx(run_dir, out, opset=opset, sizes=sizes, tolerance=tolerance, _source=src)
+    if format == "tflite":
+        return export_tflite(run_dir, out, sizes=sizes, tolerance=tolerance, _source=src)
+    if format == "saved_model":
+        return export_saved_model(run_dir, out, sizes=sizes, tolerance=tolerance, _source=src)
+    return export_bioimageio(run_dir, out, opset=opset, sizes=sizes, tolerance=tolerance, _source=src, **kwargs)
+
+
+# --------------------------------------------------------------------------------------------
+# backends for prediction
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class Backend:
+    """A loaded network: ``backend(batch)`` maps (N, H, W, C) float32 to (N, s·H, s·W, 1)."""
+
+    name: str
+    path: Path
+    run: Callable[[np.ndarray], np.ndarray]
+    input_channels: int | None = None
+    scale: int | None = None
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        batch = np.asarray(batch, np.float32)
+        if batch.ndim != 4:
+            raise DfcanError(f"{self.name} backend expects a batch (N, H, W, C). Received: shape={batch.shape}")
+        if self.input_channels is not None and batch.shape[-1] != self.input_channels:
+            raise DfcanError(f"{self.path}: the model takes {self.input_channels} channel(s). "
+                             f"Received: shape={batch.shape}")
+        return self.run(batch)
+
+
+def _is_run_folder(path: Path) -> bool:
+    return path.is_dir() and (path / "config.json").is_file()
+
+
+def load_backend(path_or_run: Any, backend: str = "keras", *, threads: int | None = None,
+                 which: str = "best") -> Backend:
+    """Open a network for inference with ``backend``.
+
+    Parameters
+    ----------
+    path_or_run
+        A run folder (or :class:`dfcan_tf.runs.Run`), or an exported artefact
+        (``.onnx`` file, ``.tflite`` file, SavedModel folder). With a run
+        folder and ``backend`` ``"onnx"``/``"tflite"``, the run's default
+        export (``RUN/export/model.onnx`` / ``.tflite``) is used, and written
+        (verified) first if missing or older than the weights.
+    backend
+        ``"keras"``, ``"onnx"``, ``"tflite"`` (LiteRT) or ``"saved_model"``.
+    threads
+        Intra-op threads for onnxruntime / LiteRT (their default when None).
+    which
+        ``"best"`` or ``"last"`` weights of a run folder.
+
+    Returns
+    -------
+    Backend
+        Callable ``f(batch NHWC float32) -> NHWC``.
+    """
+    from dfcan_tf.runs import Run, weights_path
+
+    if backend not in BACKENDS:
+        raise DfcanError(f"backend must be one of {BACKENDS}. Received: backend={backend!r}")
+    if isinstance(path_or_run, Run):
+        if backend == "keras":
+            cfg = path_or_run.model_config
+            return Backend("keras", Path(path_or_run.path), _compiled(path_or_run.model, cfg.input_channels),
+                           cfg.input_channels, cfg.scale)
+        path_or_run = path_or_run.path
+    path = Path(path_or_run)
+    if not path.exists():
+        raise DfcanError(f"{path}: no such run folder or exported model")
+    channels = scale = None
+    if _is_run_folder(path):
+        from dfcan_tf.runs import load_run, read_run_config
+
+        _, cfg = read_run_config(path)
+        channels, scale = cfg.input_channels, cfg.scale
+        if backend == "keras":
+            run = load_run(path, which)
+            return Backend("keras", path, _compiled(run.model, channels), channels, scale)
+        artefact = default_output(path, backend)
+        weights = weights_path(path, which)
+        if not artefact.exists() or (weights.exists() and artefact.stat().st_mtime < weights.stat().st_mtime):
+            export_run(path, artefact, backend, which=which)
+        path = artefact
+    elif backend == "keras":
+        raise DfcanError(f"{path}: the keras backend needs a run folder (config.json + weights/)")
+    if backend == "onnx":
+        if path.suffix != ".onnx":
+            raise DfcanError(f"{path}: the onnx backend needs a .onnx file or a run folder")
+        runner = _onnx_runner(path, threads)
+        channels, scale = channels or _onnx_channels(path), scale
+    elif backend == "tflite":
+        if path.suffix != ".tflite":
+            raise DfcanError(f"{path}: the tflite backend needs a .tflite file or a run folder")
+        runner = _tflite_runner(path, threads)
+    else:
+        runner = _saved_model_runner(path)
+    return Backend(backend, path, runner, channels, scale)
+
+
+def _onnx_channels(path: Path) -> int | None:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    dim = model.graph.input[0].type.tensor_type.shape.dim[-1]
+    return dim.dim_value or None
+
+
+# --------------------------------------------------------------------------------------------
+# FLOPs and the inference benchmark
+# --------------------------------------------------------------------------------------------
+
+def count_flops(config, height: int, width: int) -> dict[str, float]:
+    """FLOPs (multiply + add = 2) of one image through the SR network, as the portable graph computes it.
+
+    Counted: every convolution (3×3 and 1×1, including the attention convs
+    at ``size_psc²``) and the sampled-DFT matrix products of each Fourier
+    attention (stage 1 ``(C·H, W) × (W, 4S)``, stage 2 ``(4S, H) × (H, 4S)``
+    per channel, ``S = size_psc``). Not counted: bias adds, activations,
+    transposes, the bilinear blend and other element-wise work (memory-bound,
+    O(H·W·C) each).
+    """
+    c = config
+    hw = height * width
+    s = c.size_psc
+    conv = 2 * hw * 9 * c.input_channels * c.width  # head
+    per_block = 2 * (2 * hw * 9 * c.width * c.width)  # conv1, conv2
+    attention = 2 * s * s * 9 * c.width * c.width + 2 * 2 * c.width * (c.width // c.reduction)
+    dft = 2 * c.width * height * width * 4 * s + 2 * c.width * 4 * s * height * 4 * s
+    n = c.n_groups * c.n_blocks
+    conv += n * (per_block + attention)
+    conv += 2 * hw * 9 * c.width * c.width * c.scale**2  # upsampling conv
+    conv += 2 * hw * c.scale**2 * 9 * c.width  # output conv at the SR size
+    return {"conv": float(conv), "dft": float(n * dft), "total": float(conv + n * dft)}
+
+
+def _time(fn: Callable[[], Any], repeats: int) -> float:
+    fn()  # warm-up: graph building, allocation
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def benchmark_backends(args: argparse.Namespace, sgemm: float) -> list[dict[str, Any]]:
+    """Time Keras, onnxruntime and LiteRT on the same weights and inputs; print seconds and sgemm fractions.
+
+    Full-size DFCAN (64 channels, 4×4 blocks, ×2, one input channel, random
+    weights) at 128², 256² and 502² (``args.quick``: a width-32 2×2 DFCAN at
+    64² and 128²), batch 1, ``args.threads`` threads (2 by default in the
+    issue's set-up), median of repeats after a warm-up. The FLOP count is
+    :func:`count_flops` (convolutions + the sampled-DFT matmuls as
+    implemented); achieved GFLOP/s is that count over the time.
+    """
+    import keras
+
+    from dfcan_tf.config import ModelConfig
+    from dfcan_tf.runs import write_run
+
+    threads = int(getattr(args, "threads", 2) or 2)
+    quick = bool(getattr(args, "quick", False))
+    if quick:
+        cfg, sizes, repeats = ModelConfig.dfcan(1, 2, width=32, n_groups=2, n_blocks=2), (64, 128), 1
+    else:
+        cfg, sizes, repeats = ModelConfig.dfcan(1, 2), (128, 256, 502), 2
+    keras.utils.set_random_seed(0)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="dfcan-bench-") as tmp:
+        run_dir = Path(tmp) / "run"
+        write_run(run_dir, cfg.build(), cfg, which=("best",))
+        src = _open_run(run_dir)
+        verify = (32, 45)
+        onnx_path = export_onnx(run_dir, Path(tmp) / "m.onnx", sizes=verify, _source=src).path
+        tflite_path = export_tflite(run_dir, Path(tmp) / "m.tflite", sizes=verify, _source=src).path
+        runners = {
+            "keras (fft)": _compiled(src.reference, 1),
+            "keras (dft)": _compiled(src.portable, 1),
+            "onnxruntime": _onnx_runner(onnx_path, threads),
+            "litert": _tflite_runner(tflite_path, threads),
+        }
+        print(f"predict backends: {cfg.architecture} width {cfg.width}, {cfg.n_groups}x{cfg.n_blocks} blocks, "
+              f"x{cfg.scale}, {threads} threads; FLOPs = convolutions + sampled-DFT matmuls (2 per MAC)")
+        print(f"{'backend':<14}{'size':>6}{'seconds':>10}{'GFLOP':>9}{'GFLOP/s':>9}{'/sgemm':>8}")
+        for size in sizes:
+            x = simulated_image(size, 1, seed=size)[None]
+            flops = count_flops(cfg, size, size)
+            for name, fn in runners.items():
+                seconds = _time(lambda fn=fn: fn(x), repeats)
+                rate = flops["total"] / seconds / 1e9
+                rows.append({"backend": name, "size": size, "seconds": seconds, "gflop": flops["total"] / 1e9,
+                             "gflops": rate, "fraction": rate / sgemm})
+                print(f"{name:<14}{size:>6}{seconds:>10.3f}{flops['total'] / 1e9:>9.1f}{rate:>9.1f}"
+                      f"{rate / sgemm:>8.2f}", flush=True)
+    return rows
+
+
+# --------------------------------------------------------------------------------------------
+# `dfcan export`
+# --------------------------------------------------------------------------------------------
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", help="run folder (config.json + weights/)")
+    parser.add_argument("--format", choices=FORMATS, default="onnx")
+    parser.add_argument("-o", "--output", default=None,
+                        help="destination (default: RUN/export/model.onnx, model.tflite, model/ or bioimageio.zip)")
+    parser.add_argument("--weights", choices=["best", "last"], default="best")
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset ({DEFAULT_OPSET}-{MAX_OPSET})")
+    parser.add_argument("--verify-sizes", type=int, nargs="+", default=list(VERIFY_SIZES), metavar="N",
+                        help="square input sizes the artefact is checked at against Keras (default: %(default)s)")
+    parser.add_argument("--tolerance", type=float, default=TOLERANCE,
+                        help="largest max abs difference from Keras accepted (default: %(default)s)")
+    parser.add_argument("--name", default=None, help="bioimage.io: model name")
+    parser.add_argument("--no-test-run", action="store_true",
+                        help="bioimage.io: skip the bioimageio.core test run (validation still runs)")
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    extra: dict[str, Any] = {}
+    if args.format == "bioimageio":
+        extra = {"name": args.name, "test_run": not args.no_test_run}
+    result = export_run(args.run, args.output, args.format, which=args.weights, opset=args.opset,
+                        sizes=args.verify_sizes, tolerance=args.tolerance, **extra)
+    print(result.summary())
+    return 0
