@@ -122,6 +122,10 @@ def foreground_mask(
     while valid is not None and not (mask & valid).any() and threshold > 1e-8:
         threshold *= 0.8
         mask = detail > threshold
+    if valid is not None and not (mask & valid).any() and valid.any() and detail[valid].max() > 0:
+        # Only a sliver of the image can hold a crop centre (image barely larger than the crop):
+        # take the most structured pixel there.
+        mask = valid & (detail >= detail[valid].max())
     return mask, float(threshold)
 
 
