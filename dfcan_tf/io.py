@@ -347,7 +347,9 @@ def write_mrc(
     if arr.ndim == 2:
         arr = arr[None]
     if arr.ndim != 3 or min(arr.shape) == 0:
-        raise DfcanError(f"{path}: cannot write an image of shape {np.shape(array)} as MRC; expected (H, W) or (frames, H, W)")
+        raise DfcanError(
+            f"{path}: cannot write an image of shape {np.shape(array)} as MRC; expected (H, W) or (frames, H, W)"
+        )
     dtype = _PRIISM_DTYPES[mode]
     if dtype.kind in "iu":
         info = np.iinfo(dtype)

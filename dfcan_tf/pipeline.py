@@ -34,7 +34,9 @@ TASKS = ("sisr", "sim")
 SPLITS = ("training", "validate")
 
 
-def list_patches(folder_root: str | os.PathLike, split: str = "training", task: str = "sisr") -> list[tuple[list[Path], Path]]:
+def list_patches(
+    folder_root: str | os.PathLike, split: str = "training", task: str = "sisr"
+) -> list[tuple[list[Path], Path]]:
     """List (input files, GT file) pairs of a patch folder.
 
     Parameters

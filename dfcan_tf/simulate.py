@@ -144,7 +144,7 @@ def image_frames(structure: np.ndarray, patterns: np.ndarray, otf: np.ndarray, n
     structure
         (M, M) fine-grid object, M = scale · n_raw.
     patterns
-        (frames, M, M) illumination patterns (or ``None`` entries for WF).
+        (frames, M, M) illumination patterns (an all-ones pattern gives WF).
     otf
         rfft2-grid OTF of the fine grid (M, M//2 + 1).
     n_raw
@@ -467,7 +467,8 @@ def simulate_cell(
     if cutoff >= 1.0 / (2.0 * raw_pixel_nm):
         raise DfcanError(
             f"the detection cutoff {cutoff * 1000:.2f}/µm exceeds the raw Nyquist frequency; "
-            f"raw pixels must be below λ/(4NA) = {emission_nm / (4 * na):.1f} nm. Received: raw_pixel_nm={raw_pixel_nm}"
+            f"raw pixels must be below λ/(4NA) = {emission_nm / (4 * na):.1f} nm. "
+            f"Received: raw_pixel_nm={raw_pixel_nm}"
         )
 
     structure, info = render_structure(specimen, m, px, rng)

@@ -199,6 +199,9 @@ def test_cli_simulate(tmp_path):
     assert len(discover(out)) == 4
     assert main(argv) == 2  # exists: refuses without --overwrite
     assert main([*argv, "--overwrite"]) == 0
+    assert main(["simulate", str(out), "--specimens", "ER", "--cells", "36-37", "--levels", "1", "--size", "32",
+                 "--no-progress"]) == 0
+    assert [(r.specimen, r.cell) for r in discover(out, specimens=["ER"])] == [("ER", 36), ("ER", 37)]
 
 
 @pytest.mark.parametrize("bad", [["--size", "33"], ["--size", "16"], ["--levels", "0"],
