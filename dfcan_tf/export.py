@@ -847,10 +847,11 @@ def count_flops(config, height: int, width: int) -> dict[str, float]:
 
     Counted: every convolution (3×3 and 1×1, including the attention convs
     at ``size_psc²``) and the sampled-DFT matrix products of each Fourier
-    attention (stage 1 ``(C·H, W) × (W, 4S)``, stage 2 ``(4S, H) × (H, 4S)``
-    per channel, ``S = size_psc``). Not counted: bias adds, activations,
-    transposes, the bilinear blend and other element-wise work (memory-bound,
-    O(H·W·C) each).
+    attention as :mod:`dfcan_tf.layers` computes them: ``M = min(L, 2S)``
+    frequencies per axis (``S = size_psc``), stage 1 ``(C·H, W) × (W, 2·M_w)``
+    (cos and sin stacked), stage 2 ``(2·M_h, H) × (H, 2·M_w)`` per channel.
+    Not counted: bias adds, activations, transposes, the gathers and bilinear
+    blend and other element-wise work (memory-bound, O(H·W·C) each).
     """
     c = config
     hw = height * width
@@ -858,7 +859,8 @@ def count_flops(config, height: int, width: int) -> dict[str, float]:
     conv = 2 * hw * 9 * c.input_channels * c.width  # head
     per_block = 2 * (2 * hw * 9 * c.width * c.width)  # conv1, conv2
     attention = 2 * s * s * 9 * c.width * c.width + 2 * 2 * c.width * (c.width // c.reduction)
-    dft = 2 * c.width * height * width * 4 * s + 2 * c.width * 4 * s * height * 4 * s
+    m_h, m_w = min(height, 2 * s), min(width, 2 * s)
+    dft = 2 * c.width * height * width * 2 * m_w + 2 * c.width * 2 * m_h * height * 2 * m_w
     n = c.n_groups * c.n_blocks
     conv += n * (per_block + attention)
     conv += 2 * hw * 9 * c.width * c.width * c.scale**2  # upsampling conv

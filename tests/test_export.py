@@ -1,0 +1,250 @@
+"""Exports match Keras: ONNX and TFLite (LiteRT) for DFCAN and the DFGAN generator, SISR (1 channel)
+and SIM (9 channels), at two sizes (one not a power of two); the ONNX example runs without TensorFlow;
+bad run folders fail with a clear message and leave nothing behind; failed verification writes nothing.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dfcan_tf import cli
+from dfcan_tf import export as E
+from dfcan_tf.config import ModelConfig
+from dfcan_tf.errors import DfcanError
+from dfcan_tf.runs import load_run, write_run
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = dict(width=8, n_groups=1, n_blocks=1, size_psc=16, reduction=4)
+SIZES = (32, 45)  # 45: not a power of two; both above size_psc, so the spectrum resize samples
+TOL = 1e-4
+
+CASES = {
+    "dfcan_sisr": ModelConfig.dfcan(1, 2, **TINY),
+    "dfcan_sim": ModelConfig.dfcan(9, 2, **TINY),
+    "dfgan_sisr": ModelConfig.dfgan_generator(1, 2, **TINY),
+    "dfgan_sim": ModelConfig.dfgan_generator(9, 2, **TINY),
+}
+
+
+def _make_run(path: Path, cfg: ModelConfig, seed: int = 0) -> Path:
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    model = cfg.build()
+    # Larger attention weights than the default init, so the Fourier branch visibly moves the output.
+    rng = np.random.default_rng(seed)
+    model.set_weights([w + rng.normal(0, 0.2, w.shape).astype(np.float32) for w in model.get_weights()])
+    return write_run(path, model, cfg, data={"task": "sim" if cfg.input_channels > 1 else "sisr",
+                                              "normalization": "minmax", "pixel_size_nm": 62.6})
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    base = tmp_path_factory.mktemp("runs")
+    return {name: _make_run(base / name, cfg, seed=i) for i, (name, cfg) in enumerate(CASES.items())}
+
+
+def _inputs(channels: int, rng):
+    for h, w in ((SIZES[0], SIZES[0]), (SIZES[1], SIZES[1]), (SIZES[1], SIZES[0])):
+        yield rng.random((2, h, w, channels), dtype=np.float32)
+    yield E.simulated_image((SIZES[1], SIZES[1]), channels, seed=3)[None]
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "tflite"])
+@pytest.mark.parametrize("case", list(CASES))
+def test_export_matches_keras(runs, case, fmt, tmp_path, rng):
+    run_dir = runs[case]
+    out = tmp_path / f"model.{fmt}"
+    result = E.export_run(run_dir, out, fmt, sizes=SIZES)
+    assert out.is_file() and result.path == out
+    assert len(result.checks) == 4 and result.max_abs_diff <= TOL
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".part")]
+
+    reference = load_run(run_dir).model  # the run's own network (FFT spectrum)
+    backend = E.load_backend(out, fmt, threads=2)
+    channels = CASES[case].input_channels
+    for x in _inputs(channels, rng):
+        want = reference(x).numpy()
+        got = backend(x)
+        assert got.shape == (x.shape[0], 2 * x.shape[1], 2 * x.shape[2], 1)
+        assert np.max(np.abs(got - want)) <= TOL
+        assert want.std() > 1e-3  # a non-trivial output, so parity means something
+
+
+def test_onnx_graph_is_portable(runs, tmp_path):
+    import onnx
+
+    out = E.export_run(runs["dfcan_sisr"], tmp_path / "m.onnx", "onnx", sizes=SIZES, opset=18).path
+    model = onnx.load(str(out))
+    assert model.opset_import[0].version == 18
+    ops = {n.op_type for n in model.graph.node}
+    assert not ops & {"DFT", "Erfc"} and all(n.domain in ("", "ai.onnx") for n in model.graph.node)
+    dims = [d.dim_param or d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    assert [isinstance(d, str) for d in dims] == [True, True, True, False] and dims[3] == 1
+    assert [model.graph.input[0].name, model.graph.output[0].name] == ["input", "output"]
+    meta = json.loads({p.key: p.value for p in model.metadata_props}["dfcan_tf.config"])
+    assert meta["model"]["scale"] == 2 and meta["model"]["architecture"] == "dfcan"
+
+
+def test_tflite_uses_builtin_ops_only(runs, tmp_path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    out = E.export_run(runs["dfcan_sim"], tmp_path / "m.tflite", "tflite", sizes=SIZES).path
+    interpreter = Interpreter(model_path=str(out))
+    ops = {d["op_name"] for d in interpreter._get_ops_details()}
+    assert not [op for op in ops if op.startswith("Flex") or op == "CUSTOM"]
+    assert list(interpreter.get_input_details()[0]["shape_signature"]) == [-1, -1, -1, 9]
+
+
+def test_saved_model_matches_keras(runs, tmp_path, rng):
+    out = tmp_path / "sm"
+    E.export_run(runs["dfgan_sim"], out, "saved_model", sizes=SIZES)
+    backend = E.load_backend(out, "saved_model")
+    x = rng.random((1, 37, 29, 9), dtype=np.float32)
+    want = load_run(runs["dfgan_sim"]).model(x).numpy()
+    assert np.max(np.abs(backend(x) - want)) <= TOL
+
+
+def test_onnx_example_runs_without_tensorflow(runs, tmp_path, rng):
+    """export/onnx_predict.py in a fresh interpreter: TensorFlow is never imported."""
+    import tifffile
+
+    model = E.export_run(runs["dfgan_sim"], tmp_path / "m.onnx", "onnx", sizes=SIZES).path
+    raw = (rng.random((9, 40, 33)) * 3000 + 200).astype(np.uint16)  # a raw SIM stack, frames first
+    tifffile.imwrite(tmp_path / "in.tif", raw)
+    code = f"""
+import sys
+sys.path.insert(0, {str(ROOT / 'export')!r})
+import numpy as np, tifffile, onnx_predict
+session = onnx_predict.load({str(model)!r}, threads=1)
+np.save({str(tmp_path / 'y.npy')!r}, onnx_predict.predict(session, tifffile.imread({str(tmp_path / 'in.tif')!r})))
+assert onnx_predict.model_config(session)["model"]["input_channels"] == 9
+assert onnx_predict.main([{str(model)!r}, {str(tmp_path / 'in.tif')!r}, {str(tmp_path / 'out.tif')!r}]) == 0
+assert "tensorflow" not in sys.modules and "keras" not in sys.modules, "TensorFlow was imported"
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    x = np.moveaxis(raw.astype(np.float32), 0, -1)
+    x = ((x - x.min()) / (x.max() - x.min()))[None]
+    want = load_run(runs["dfgan_sim"]).model(x).numpy()[0, ..., 0]
+    assert np.max(np.abs(np.load(tmp_path / "y.npy") - want)) <= TOL
+    out = tifffile.imread(tmp_path / "out.tif")
+    assert out.shape == (80, 66) and out.dtype == np.uint16 and out.max() == 65535 and out.min() == 0
+
+
+def test_litert_example(runs, tmp_path, rng):
+    sys.path.insert(0, str(ROOT / "export"))
+    try:
+        import litert_predict
+    finally:
+        sys.path.remove(str(ROOT / "export"))
+    import tifffile
+
+    model = E.export_run(runs["dfcan_sisr"], tmp_path / "m.tflite", "tflite", sizes=SIZES).path
+    image = (rng.random((30, 51)) * 1000).astype(np.float32)
+    interpreter = litert_predict.load(str(model), threads=1)
+    y = litert_predict.predict(interpreter, image)
+    x = ((image - image.min()) / (image.max() - image.min()))[None, ..., None]
+    want = load_run(runs["dfcan_sisr"]).model(x).numpy()[0, ..., 0]
+    assert np.max(np.abs(y - want)) <= TOL
+    tifffile.imwrite(tmp_path / "in.tif", image)
+    assert litert_predict.main([str(model), str(tmp_path / "in.tif"), str(tmp_path / "o.tif"), "--float32"]) == 0
+    assert np.max(np.abs(tifffile.imread(tmp_path / "o.tif") - want)) <= TOL
+
+
+def test_load_backend_from_run_folder(runs, rng):
+    run_dir = runs["dfcan_sisr"]
+    x = rng.random((1, 24, 35, 1), dtype=np.float32)
+    outputs = {b: E.load_backend(run_dir, b, threads=1)(x) for b in ("keras", "onnx", "tflite")}
+    assert (run_dir / "export" / "model.onnx").is_file() and (run_dir / "export" / "model.tflite").is_file()
+    for b in ("onnx", "tflite"):
+        assert np.max(np.abs(outputs[b] - outputs["keras"])) <= TOL
+    with pytest.raises(DfcanError, match=r"takes 1 channel\(s\)"):
+        E.load_backend(run_dir, "onnx")(rng.random((1, 24, 24, 9), dtype=np.float32))
+    with pytest.raises(DfcanError, match="backend must be one of"):
+        E.load_backend(run_dir, "torch")
+
+
+def test_failed_verification_leaves_nothing(runs, tmp_path, monkeypatch):
+    real = E._keras_reference
+    monkeypatch.setattr(E, "_keras_reference", lambda model: (lambda x: real(model)(x) + 1e-3))
+    for fmt, name in (("onnx", "m.onnx"), ("tflite", "m.tflite"), ("saved_model", "sm")):
+        with pytest.raises(DfcanError, match="does not match Keras.*nothing was written"):
+            E.export_run(runs["dfcan_sisr"], tmp_path / name, fmt, sizes=SIZES)
+    assert list(tmp_path.iterdir()) == []
+
+
+def _corrupt_cases(base: Path, good: Path):
+    import shutil
+
+    missing = base / "missing"
+    bad_json = base / "bad_json"
+    shutil.copytree(good, bad_json)
+    (bad_json / "config.json").write_text("{ not json")
+    wrong_arch = base / "wrong_arch"
+    shutil.copytree(good, wrong_arch)
+    doc = json.loads((wrong_arch / "config.json").read_text())
+    doc["model"]["width"] = 16  # weights were saved for width 8
+    (wrong_arch / "config.json").write_text(json.dumps(doc))
+    truncated = base / "truncated"
+    shutil.copytree(good, truncated)
+    for w in (truncated / "weights").iterdir():
+        w.write_bytes(w.read_bytes()[:500])
+    no_weights = base / "no_weights"
+    shutil.copytree(good, no_weights)
+    shutil.rmtree(no_weights / "weights")
+    return [(missing, "run folder not found"), (bad_json, "config.json: not valid JSON"),
+            (wrong_arch, "cannot load weights"), (truncated, "cannot load weights"),
+            (no_weights, "no weights found")]
+
+
+def test_cli_export_of_bad_run_folder_fails_clearly(runs, tmp_path, capsys):
+    for run_dir, message in _corrupt_cases(tmp_path, runs["dfcan_sisr"]):
+        out = tmp_path / f"{run_dir.name}.onnx"
+        status = cli.main(["export", str(run_dir), "--format", "onnx", "-o", str(out)])
+        err = capsys.readouterr().err
+        assert status == 2, run_dir
+        assert err.startswith("dfcan export: error: ") and message in err and str(run_dir.name) in err
+        assert "Traceback" not in err and not out.exists()
+    assert not list(tmp_path.glob("**/.part*"))
+
+
+def test_cli_export_writes_and_reports(runs, tmp_path, capsys):
+    out = tmp_path / "cli.tflite"
+    status = cli.main(["export", str(runs["dfgan_sisr"]), "--format", "tflite", "-o", str(out),
+                       "--verify-sizes", "32", "45"])
+    assert status == 0 and out.is_file()
+    assert "max |artefact - keras|" in capsys.readouterr().out
+    assert cli.main(["export", str(runs["dfgan_sisr"]), "--verify-sizes", "32"]) == 2
+    assert "two sizes" in capsys.readouterr().err
+
+
+def test_count_flops_matches_tensorflow_profiler():
+    """The analytic count equals TF's own count of Conv2D and MatMul FLOPs on the portable graph."""
+    import tensorflow as tf
+
+    cfg = ModelConfig.dfcan(1, 2, **TINY).replace(spectrum="dft")
+    model = cfg.build()
+    h, w = 40, 45
+    fn = tf.function(lambda x: model(x, training=False))
+    graph = fn.get_concrete_function(tf.TensorSpec((1, h, w, 1), tf.float32)).graph
+    opts = (tf.compat.v1.profiler.ProfileOptionBuilder(tf.compat.v1.profiler.ProfileOptionBuilder.float_operation())
+            .with_empty_output().build())
+    opts["account_type_regexes"] = ["Conv2D", "MatMul", "BatchMatMul.*"]
+    prof = tf.compat.v1.profiler.profile(graph, options=opts)
+    flops = E.count_flops(cfg, h, w)
+    assert flops["dft"] > 0
+    assert abs(prof.total_float_ops - flops["total"]) / flops["total"] < 0.01
+
+
+def test_simulated_image_is_normalised_and_structured():
+    img = E.simulated_image((48, 40), 9, seed=1)
+    assert img.shape == (48, 40, 9) and img.dtype == np.float32
+    assert img.min() == 0.0 and img.max() == 1.0
+    # The frames differ (sinusoidal illumination), the structure is shared.
+    assert np.corrcoef(img[..., 0].ravel(), img[..., 4].ravel())[0, 1] > 0.3
+    assert np.abs(img[..., 0] - img[..., 1]).mean() > 0.01
