@@ -247,8 +247,11 @@ def read_mrc_header(path: str | os.PathLike) -> dict:
         if mx > 0 and cella[0] > 0:
             meta["pixel_size_nm"] = round(float(cella[0] / mx / 10.0), 4)  # MRC2014 cell lengths are in Å
     else:
-        # Priism: dx, dy, dz are the pixel spacing in µm; wave1 (nm) at byte 198.
+        # Priism: dx is the cell size in µm = mx (sampling, usually 1) × pixel spacing; wave1 (nm) at byte 198.
+        mx = int(np.frombuffer(head[28:32], dtype=f"{order}i4")[0])
         dx = float(np.frombuffer(head[40:44], dtype=f"{order}f4")[0])
+        if mx > 1 and dx / mx >= 1e-3:  # a cell of mx pixels (but not a pixel size mislabelled as one)
+            dx /= mx
         if np.isfinite(dx) and 0 < dx < 1e3:
             meta["pixel_size_nm"] = round(dx * 1000.0, 3)  # float32 µm: keep nm to 3 decimals
         if flavour == "priism":
@@ -365,7 +368,7 @@ def write_mrc(
         header[offset : offset + len(raw)] = raw
 
     put(0, "i4", [nx, ny, nz, mode])
-    put(28, "i4", [nx, ny, nz])  # mx, my, mz (sampling); Priism keeps the spacing separately in dx
+    put(28, "i4", [1, 1, 1])  # mx, my, mz = 1: dx, dy are then the pixel spacing, as Priism writes
     px_um = float(pixel_size_nm) / 1000.0 if pixel_size_nm else 0.0
     put(40, "f4", [px_um, px_um, 0.0])
     put(52, "f4", [90.0, 90.0, 90.0])

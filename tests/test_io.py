@@ -15,12 +15,13 @@ from dfcan_tf.io import read_image, read_mrc, read_mrc_header, read_tiff, write_
 
 
 def _priism_file(path: Path, data: np.ndarray, *, order: str, mode: int, ext_bytes: int = 0,
-                 dx_um: float = 0.0626, wave: int = 525) -> None:
+                 dx_um: float = 0.0626, wave: int = 525, mx: int = 1) -> None:
     """Build a Priism/DV file byte by byte, independently of write_mrc."""
     nz, ny, nx = data.shape
     h = bytearray(1024)
     struct.pack_into(f"{order}4i", h, 0, nx, ny, nz, mode)
-    struct.pack_into(f"{order}3f", h, 40, dx_um, dx_um, 0.1)
+    struct.pack_into(f"{order}3i", h, 28, mx, mx, 1)  # sampling: dx is the cell size of mx pixels
+    struct.pack_into(f"{order}3f", h, 40, dx_um * mx, dx_um * mx, 0.1)
     struct.pack_into(f"{order}i", h, 92, ext_bytes)
     struct.pack_into(f"{order}h", h, 96, -16224)
     struct.pack_into(f"{order}2h", h, 128, ext_bytes // 4, 0)
@@ -65,11 +66,12 @@ def test_write_read_round_trip(tmp_path, big_endian, mode):
 
 @pytest.mark.parametrize("order", ["<", ">"])
 @pytest.mark.parametrize("mode", [2, 6])
-def test_hand_built_priism_header(tmp_path, order, mode):
+@pytest.mark.parametrize("mx", [1, 6])
+def test_hand_built_priism_header(tmp_path, order, mode, mx):
     rng = np.random.default_rng(1)
     data = rng.integers(0, 4000, size=(5, 8, 6)).astype(np.float32 if mode == 2 else np.uint16)
     path = tmp_path / "hand.mrc"
-    _priism_file(path, data, order=order, mode=mode, ext_bytes=300, dx_um=0.0313, wave=488)
+    _priism_file(path, data, order=order, mode=mode, ext_bytes=300, dx_um=0.0313, wave=488, mx=mx)
     arr, meta = read_mrc(path)
     np.testing.assert_array_equal(arr, data)
     assert meta["extended_header_bytes"] == 300 and meta["data_offset"] == 1324
