@@ -104,22 +104,24 @@ def test_input_gt_alignment(patches):
     assert best_at_zero >= 0.9 * len(m["patches"])
 
 
-def test_rotated_crop_keeps_alignment_on_a_point():
+@pytest.mark.parametrize("s", [2, 3])
+def test_rotated_crop_keeps_alignment_on_a_point(s):
     """A bright spot lands on matching raw and GT positions for any angle."""
     yy, xx = np.mgrid[0:40, 0:40]
     raw = np.exp(-((yy - 23.3) ** 2 + (xx - 17.6) ** 2) / (2 * 1.5**2))[None]
-    gyy, gxx = np.mgrid[0:80, 0:80]
-    gt = np.exp(-((gyy - 46.6) ** 2 + (gxx - 35.2) ** 2) / (2 * 3.0**2))  # raw pixel m sits on GT pixel 2m
+    gyy, gxx = np.mgrid[0 : 40 * s, 0 : 40 * s]
+    # raw pixel m sits on GT pixel s·m
+    gt = np.exp(-((gyy - s * 23.3) ** 2 + (gxx - s * 17.6) ** 2) / (2 * (1.5 * s) ** 2))
     for angle in (0, 17, 90, 211):
-        r, g = crop_pair(raw, gt, (20, 20), 16, 2, angle)
+        r, g = crop_pair(raw, gt, (20, 20), 16, s, angle)
         ry, rx = np.unravel_index(np.argmax(r[0]), r[0].shape)
         gy, gx = np.unravel_index(np.argmax(g), g.shape)
         # centroid of the bilinear footprint, compared on the GT grid
         yy, xx = np.mgrid[0:16, 0:16]
         cy, cx = (r[0] * yy).sum() / r[0].sum(), (r[0] * xx).sum() / r[0].sum()
-        gyy, gxx = np.mgrid[0:32, 0:32]
+        gyy, gxx = np.mgrid[0 : 16 * s, 0 : 16 * s]
         gcy, gcx = (g * gyy).sum() / g.sum(), (g * gxx).sum() / g.sum()
-        assert abs(2 * cy - gcy) < 0.03 and abs(2 * cx - gcx) < 0.03, (angle, cy, cx, gcy, gcx)
+        assert abs(s * cy - gcy) < 0.03 * s and abs(s * cx - gcx) < 0.03 * s, (angle, cy, cx, gcy, gcx)
         assert (ry, rx) != (0, 0) and (gy, gx) != (0, 0)
 
 

@@ -138,3 +138,17 @@ def test_benchmark_data_cli_prints_patches_per_second(capsys):
     bound = float(re.search(r"consumes at most ~([\d.]+) patches/s", out).group(1))
     # the pipeline must be far faster than DFCAN training can consume patches at this sgemm rate
     assert min(rates) > 20 * bound
+
+
+def test_nonlinear_sim_end_to_end(tmp_path):
+    """F-actin_Nonlinear: 25 frames in, 3× GT out, through simulate → patches → pipeline."""
+    simulate_dataset(tmp_path / "data", specimens=["F-actin_Nonlinear"], cells=2, levels=1, size=48, seed=4,
+                     progress=False)
+    m = make_patches(tmp_path / "data", tmp_path / "p", patch_size=16, n_train=4, n_val=2, progress=False)
+    assert m["scale"] == 3 and m["frames"] == 25
+    x, y = next(iter(make_dataset(tmp_path / "p", "training", "sim", batch_size=4, shuffle=False)))
+    assert x.shape == (4, 16, 16, 25) and y.shape == (4, 48, 48, 1)
+    frame_10 = tifffile.imread(tmp_path / "p" / "training" / "000001" / "10.tif").astype(np.float64)
+    stack = np.stack([tifffile.imread(p) for p in sorted((tmp_path / "p" / "training" / "000001").glob("*.tif"))])
+    lo, hi = stack.min(), stack.max()
+    np.testing.assert_allclose(x[0, ..., 9].numpy(), (frame_10 - lo) / (hi - lo), atol=1e-6)  # 10th channel
