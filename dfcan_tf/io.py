@@ -100,7 +100,8 @@ def read_tiff(path: str | os.PathLike) -> tuple[np.ndarray, dict]:
                 num, den = tag.value
                 if num:
                     unit = (tif.imagej_metadata or {}).get("unit", "um")
-                    scale = {"um": 1000.0, "micron": 1000.0, "\\u00B5m": 1000.0, "µm": 1000.0, "nm": 1.0}.get(unit, 1000.0)
+                    per_unit = {"um": 1000.0, "micron": 1000.0, "\\u00B5m": 1000.0, "µm": 1000.0, "nm": 1.0}
+                    scale = per_unit.get(unit, 1000.0)
                     meta["pixel_size_nm"] = den / num * scale
     except FileNotFoundError:
         raise DfcanError(f"{path}: no such file") from None

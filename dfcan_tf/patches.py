@@ -325,9 +325,11 @@ def make_patches(
     smallest = min(min(s) for s in sizes)
     need = math.ceil(2 * _half_extent(patch_size, rotate))
     if need > smallest:
+        hint = f"use patch_size ≤ {int(smallest / 1.5)}, or ≤ {smallest} without rotation" if rotate else \
+            f"use patch_size ≤ {smallest}"
         raise DfcanError(
             f"patch_size {patch_size} needs images of at least {need} px{' (1.5× for rotation)' if rotate else ''}; "
-            f"the smallest raw image is {smallest} px. Received: patch_size={patch_size}"
+            f"the smallest raw image is {smallest} px: {hint}. Received: patch_size={patch_size}"
         )
     cells = sorted({r.cell for r in records})
     train_c, val_c = _split_cells(cells, val_cells, train_cells)
