@@ -828,6 +828,7 @@ def _run(cfg, run_dir, out_dir, is_chief, strategy, train_src, val_src, data_inf
         save_optimizer(opts, wdir / "last.optimizer.h5")
         elapsed = state["elapsed_s"] + (time.perf_counter() - t_session)
         save_json(state_path, {**state, "step": step, "elapsed_s": elapsed,
+                               "replicas": int(strategy.num_replicas_in_sync),
                                "lr": _get_lr(opts[next(iter(opts))]),
                                **({"d_lr": _get_lr(opts["discriminator"])} if is_gan else {})})
 
