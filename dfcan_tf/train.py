@@ -178,44 +178,67 @@ def _load_npz(path: Path, normalization: str) -> tuple[ArraySource, ArraySource]
             ArraySource(arrays["x_val"], arrays["y_val"], normalization=normalization, name=f"{path} (validation)"))
 
 
-def _load_tiff_folder(folder: Path, limit: int | None = None) -> np.ndarray:
-    from dfcan_tf.io import read_tiff
+class FolderSource(ArraySource):
+    """Patch pairs of a DL-SR patch folder (:mod:`dfcan_tf.pipeline` layout), read lazily per step.
 
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".tif", ".tiff"))
-    if not files:
-        raise DfcanError(f"{folder}: no TIFF files")
-    if limit is not None:
-        files = files[:limit]
-    stack = []
-    for p in files:
-        img, _ = read_tiff(p)
-        img = np.asarray(img)
-        # (frames, H, W) → (H, W, frames); a single image → (H, W, 1)
-        stack.append(np.moveaxis(img, 0, -1) if img.ndim == 3 else img[..., None])
-    shapes = {a.shape for a in stack}
-    if len(shapes) != 1:
-        raise DfcanError(f"{folder}: patches differ in shape ({sorted(shapes)[:3]} ...)")
-    return np.stack(stack)
+    Same contract as :class:`ArraySource`; files are listed and decoded by
+    :func:`dfcan_tf.pipeline.list_patches` / :func:`~dfcan_tf.pipeline.load_pair`,
+    which normalise each patch (min-max, or ÷65535).
+    """
+
+    def __init__(self, root: str | os.PathLike, split: str, task: str, *, normalization: str = "minmax"):
+        from dfcan_tf import pipeline
+
+        if normalization not in NORMALIZATIONS:
+            raise DfcanError(f"normalization must be one of {NORMALIZATIONS}. Received: normalization={normalization!r}")
+        self.pairs = pipeline.list_patches(root, split, task)
+        self.normalization = normalization
+        self.name = f"{root} ({split}, {task})"
+        x0, y0 = self._load(0)
+        scale = y0.shape[0] // x0.shape[0]
+        if scale < 1 or y0.shape[0] != scale * x0.shape[0] or y0.shape[1] != scale * x0.shape[1]:
+            raise DfcanError(f"{self.pairs[0][1]}: GT {y0.shape[:2]} is not an integer multiple of the input "
+                             f"{x0.shape[:2]}")
+        self._shape = x0.shape
+        self.scale = scale
+
+    def _load(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        from dfcan_tf.pipeline import load_pair
+
+        inputs, gt = self.pairs[i]
+        x, y = load_pair(inputs, gt, normalize=self.normalization == "minmax")
+        if hasattr(self, "_shape") and x.shape != self._shape:
+            raise DfcanError(f"{gt}: patch shape {x.shape} differs from the first patch's {self._shape}")
+        return x, y
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    @property
+    def channels(self) -> int:
+        return self._shape[-1]
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self._shape[0], self._shape[1]
+
+    def sample(self, step: int, rows: slice, n: int, seed: int, patch: int) -> tuple[np.ndarray, np.ndarray]:
+        idx, oy, ox = (a[rows] for a in self._rows(step, n, seed, patch))
+        s = self.scale
+        xs, ys = [], []
+        for i, a, b in zip(idx, oy, ox, strict=True):
+            x, y = self._load(int(i))
+            xs.append(x[a:a + patch, b:b + patch])
+            ys.append(y[a * s:(a + patch) * s, b * s:(b + patch) * s])
+        # Re-normalising a crop of a min-max normalised patch is the min-max of the raw crop.
+        return _normalize(np.stack(xs), self.normalization), _normalize(np.stack(ys), self.normalization)
+
+    def head(self, limit: int) -> tuple[np.ndarray, np.ndarray]:
+        loaded = [self._load(i) for i in range(min(limit, len(self)))]
+        return np.stack([x for x, _ in loaded]), np.stack([y for _, y in loaded])
 
 
-def _load_patch_folders(root: Path, normalization: str, input_kind: str,
-                        validate_patches: int) -> tuple[ArraySource, ArraySource]:
-    """The DL-SR patch layout: ``training{_wf}/``, ``training_gt/``, ``validate{_wf}/``, ``validate_gt/``."""
-    suffix = "_wf" if input_kind == "wf" else ""
-    sources = []
-    for split, limit in (("training", None), ("validate", validate_patches)):
-        xin, xgt = root / f"{split}{suffix}", root / f"{split}_gt"
-        for d in (xin, xgt):
-            if not d.is_dir():
-                raise DfcanError(f"{root}: missing folder {d.name}/ (expected the DL-SR patch layout: "
-                                 f"training{suffix}/, training_gt/, validate{suffix}/, validate_gt/)")
-        sources.append(ArraySource(_load_tiff_folder(xin, limit), _load_tiff_folder(xgt, limit),
-                                   normalization=normalization, name=str(xin)))
-    return sources[0], sources[1]
-
-
-def _resolve_data(data: Any, normalization: str, input_kind: str,
-                  validate_patches: int) -> tuple[ArraySource, ArraySource, dict]:
+def _resolve_data(data: Any, normalization: str, task: str) -> tuple[ArraySource, ArraySource, dict]:
     """``data`` is a DL-SR patch folder, an ``.npz`` file or ``(x_train, y_train, x_val, y_val)`` arrays."""
     if isinstance(data, (tuple, list)) and len(data) == 4:
         tr = ArraySource(data[0], data[1], normalization=normalization, name="training arrays")
@@ -227,8 +250,11 @@ def _resolve_data(data: Any, normalization: str, input_kind: str,
             tr, va = _load_npz(path, normalization)
             return tr, va, {"source": "npz", "path": str(path.resolve())}
         if path.is_dir():
-            tr, va = _load_patch_folders(path, normalization, input_kind, validate_patches)
-            return tr, va, {"source": "patch_folders", "path": str(path.resolve()), "input": input_kind}
+            tr = FolderSource(path, "training", task, normalization=normalization)
+            va = FolderSource(path, "validate", task, normalization=normalization)
+            return tr, va, {"source": "patch_folders", "path": str(path.resolve()),
+                            "train_dir": str(path.resolve() / ("training_wf" if task == "sisr" else "training")),
+                            "validate_dir": str(path.resolve() / ("validate_wf" if task == "sisr" else "validate"))}
         raise DfcanError(f"{path}: training data not found (expected a DL-SR patch folder or an .npz file)")
     raise DfcanError("data must be a patch folder, an .npz file or a tuple (x_train, y_train, x_val, y_val). "
                      f"Received: {type(data).__name__}")
@@ -612,7 +638,7 @@ def train(
     data: Any = None,
     resume: bool = False,
     normalization: str = "minmax",
-    input_kind: str = "raw",
+    task: str | None = None,
     pixel_size_nm: float | None = None,
     stop_at: int | None = None,
     progress: bool = True,
@@ -629,8 +655,8 @@ def train(
     run_dir
         The run folder; must not exist (or be empty) unless ``resume``.
     data
-        A DL-SR patch folder (``training/``, ``training_gt/``, ``validate/``,
-        ``validate_gt/``; ``*_wf/`` with ``input_kind="wf"``), an ``.npz`` file
+        A DL-SR patch folder (``training_wf/`` or ``training/``, ``training_gt/``,
+        ``validate_wf/`` or ``validate/``, ``validate_gt/``), an ``.npz`` file
         with ``x_train, y_train, x_val, y_val``, or those four arrays as a
         tuple (inputs ``(N, h, w, C)``, GT ``(N, s·h, s·w[, 1])``). On resume,
         defaults to the path recorded in ``config.json``.
@@ -639,8 +665,9 @@ def train(
         learning rates, optimizer moments and plateau counters.
     normalization
         ``"minmax"`` (per patch, 0–100th percentile) or ``"divide65535"``.
-    input_kind
-        ``"raw"`` (SIM frames, ``training/``) or ``"wf"`` (``training_wf/``) for patch folders.
+    task
+        Patch folders only: ``"sisr"`` (wide-field input, ``training_wf/``) or
+        ``"sim"`` (raw frames, ``training/``); default from the model's input channels.
     pixel_size_nm
         Input pixel size, recorded in ``config.json`` for prediction and export.
     stop_at
@@ -670,7 +697,7 @@ def train(
                                  f"only {RESUMABLE_CHANGES} may change")
         saved_data = doc.get("data") or {}
         normalization = saved_data.get("normalization", normalization)
-        input_kind = saved_data.get("input", input_kind)
+        task = saved_data.get("task", task)
         if data is None:
             if saved_data.get("path") is None:
                 raise DfcanError(f"{run_dir}: this run was trained on in-memory arrays; pass data= to resume it")
@@ -688,7 +715,11 @@ def train(
     if not resume and out_dir.exists() and any(not p.name.startswith(".worker-") for p in out_dir.iterdir()):
         raise DfcanError(f"{out_dir}: run folder exists and is not empty; resume it or choose a new folder")
 
-    train_src, val_src, data_info = _resolve_data(data, normalization, input_kind, cfg.validate_patches)
+    if task is None:
+        task = "sisr" if cfg.model.input_channels == 1 else "sim"
+    if task not in ("sisr", "sim"):
+        raise DfcanError(f"task must be 'sisr' or 'sim'. Received: task={task!r}")
+    train_src, val_src, data_info = _resolve_data(data, normalization, task)
     for src in (train_src, val_src):
         if src.channels != cfg.model.input_channels or src.scale != cfg.model.scale:
             raise DfcanError(f"{src.name}: data have {src.channels} input channel(s) at scale {src.scale}, the model "
@@ -697,7 +728,7 @@ def train(
         raise DfcanError(f"{train_src.name}: training patches of {train_src.size} are smaller than "
                          f"patch_size={cfg.patch_size}")
     data_info.update({
-        "task": "sisr" if cfg.model.input_channels == 1 else "sim",
+        "task": task,
         "input_channels": cfg.model.input_channels, "scale": cfg.model.scale,
         "normalization": normalization, "pixel_size_nm": pixel_size_nm,
         "n_train": len(train_src), "n_validate": min(len(val_src), cfg.validate_patches),
@@ -978,8 +1009,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     where.add_argument("--resume", metavar="RUN", help="continue RUN from its last checkpoint")
     parser.add_argument("--mode", choices=["dfcan", "dfgan"], default="dfcan")
     parser.add_argument("--config", help="TrainConfig JSON (as in a run's config.json 'train' + 'model')")
-    parser.add_argument("--input", choices=["raw", "wf"], default="raw",
-                        help="patch folders: SIM frames (training/) or wide-field (training_wf/)")
+    parser.add_argument("--task", choices=["sisr", "sim"], default="sisr",
+                        help="patch folders: wide-field input (training_wf/) or SIM frames (training/)")
     parser.add_argument("--normalization", choices=NORMALIZATIONS, default="minmax")
     parser.add_argument("--pixel-size-nm", type=float, default=None, help="input pixel size, recorded in the run")
     g = parser.add_argument_group("network (defaults: the paper's for --mode)")
@@ -998,25 +1029,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def _data_shape(data: str, input_kind: str) -> tuple[int, int]:
+def _data_shape(data: str, task: str) -> tuple[int, int]:
     """(input channels, scale) of an .npz file or patch folder, without loading all of it."""
     path = Path(data)
     if path.is_file() and path.suffix == ".npz":
         try:
             with np.load(path) as f:
-                x, y = f["x_train"][:1], f["y_train"][:1]
+                src = ArraySource(f["x_train"][:1], f["y_train"][:1], name=str(path))
         except (OSError, ValueError, KeyError) as exc:
             raise DfcanError(f"{path}: cannot read x_train / y_train ({exc})") from None
     elif path.is_dir():
-        suffix = "_wf" if input_kind == "wf" else ""
-        x = _load_tiff_folder(path / f"training{suffix}", 1) if (path / f"training{suffix}").is_dir() else None
-        y = _load_tiff_folder(path / "training_gt", 1) if (path / "training_gt").is_dir() else None
-        if x is None or y is None:
-            raise DfcanError(f"{path}: missing training{suffix}/ or training_gt/")
+        src = FolderSource(path, "training", task)
     else:
         raise DfcanError(f"{path}: training data not found (expected a DL-SR patch folder or an .npz file)")
-    x = x[..., None] if x.ndim == 3 else x
-    return int(x.shape[-1]), int(y.shape[1] // x.shape[1])
+    return src.channels, src.scale
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -1024,7 +1050,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     if args.config:
         base = TrainConfig.from_dict(load_json(args.config))
     else:
-        channels, scale = _data_shape(args.data, args.input)
+        channels, scale = _data_shape(args.data, args.task)
         model = (ModelConfig.dfcan if args.mode == "dfcan" else ModelConfig.dfgan_generator)(channels, scale)
         base = TrainConfig.dfcan(model) if args.mode == "dfcan" else TrainConfig.dfgan(model)
     net = {k: getattr(args, k) for k in ("width", "n_groups", "n_blocks", "size_psc", "reduction", "gamma")
@@ -1050,7 +1076,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         if not args.data:
             raise DfcanError("--data is required for a new run")
         cfg = config_from_args(args)
-        result = train(cfg, args.run, data=args.data, normalization=args.normalization, input_kind=args.input,
+        result = train(cfg, args.run, data=args.data, normalization=args.normalization, task=args.task,
                        pixel_size_nm=args.pixel_size_nm, progress=not args.no_progress)
     print(f"{result.run_dir}: step {result.step}, best validation NRMSE {result.best_nrmse:.4f} "
           f"(bicubic {result.bicubic_nrmse:.4f}), lr {result.lr:.2e}")

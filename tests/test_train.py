@@ -310,3 +310,36 @@ def test_mixed_precision_step_runs(tmp_path, small_data):
     assert result.step == 2 and np.isfinite(result.best_nrmse)
     assert keras.mixed_precision.global_policy().name == "float32"  # restored afterwards
     assert all(w.dtype == "float32" for w in load_run(tmp_path / "mp").model.weights)
+
+
+def _write_patch_folders(root, rng, n_train=6, n_val=2, size=16, frames=9):
+    """A DL-SR patch folder (the layout dfcan patches writes) of simulated pairs, 16-bit TIFF."""
+    from dfcan_tf.io import write_tiff
+
+    for split, n in (("training", n_train), ("validate", n_val)):
+        x, y = simulate_pairs(n, size, rng, filaments=10)
+        for i in range(n):
+            name = f"{i:05d}"
+            wf = x[i, ..., 0] / x[i].max()
+            write_tiff(root / f"{split}_wf" / f"{name}.tif", np.clip(wf, 0, 1))
+            write_tiff(root / f"{split}_gt" / f"{name}.tif", y[i, ..., 0] / y[i].max())
+            for f in range(frames):  # raw frames: the WF modulated differently per frame
+                frame = np.clip(wf * (0.6 + 0.4 * np.cos(f + np.arange(size)[None, :] / 3.0)), 0, 1)
+                write_tiff(root / split / name / f"{f + 1:02d}.tif", frame)
+
+
+@pytest.mark.parametrize("task,channels", [("sisr", 1), ("sim", 9)])
+def test_trains_from_patch_folders(tmp_path, task, channels, capsys):
+    root = tmp_path / "patches"
+    _write_patch_folders(root, np.random.default_rng(5))
+    run = tmp_path / "run"
+    args = ["train", "--data", str(root), "--task", task, "--run", str(run), "--width", "8", "--n-groups", "1",
+            "--n-blocks", "1", "--size-psc", "16", "--reduction", "4", "--patch-size", "16", "--batch-size", "2",
+            "--steps", "2", "--validate-every", "2", "--no-progress"]
+    assert cli.main(args) == 0, capsys.readouterr().err
+    doc = json.loads((run / "config.json").read_text())
+    assert doc["model"]["input_channels"] == channels and doc["data"]["task"] == task
+    assert doc["data"]["source"] == "patch_folders" and doc["data"]["path"] == str(root.resolve())
+    assert doc["data"]["train_dir"].endswith("training_wf" if task == "sisr" else "training")
+    assert doc["data"]["n_train"] == 6 and doc["data"]["n_validate"] == 2
+    assert load_run(run).model.input_shape[-1] == channels
