@@ -248,3 +248,43 @@ def test_simulated_image_is_normalised_and_structured():
     # The frames differ (sinusoidal illumination), the structure is shared.
     assert np.corrcoef(img[..., 0].ravel(), img[..., 4].ravel())[0, 1] > 0.3
     assert np.abs(img[..., 0] - img[..., 1]).mean() > 0.01
+
+
+@pytest.mark.parametrize("h,w", [(32, 32), (37, 50), (64, 33), (100, 99)])
+def test_folded_spectrum_equals_fft(h, w, rng):
+    """The experimental folded spectrum equals FFT → shift → legacy resize (even/odd, short/long axes)."""
+    import tensorflow as tf
+
+    from dfcan_tf.layers import _fft_magnitude, legacy_resize_bilinear, quadrant_shift
+
+    x = tf.constant(rng.random((2, h, w, 3), dtype=np.float32))
+    want = legacy_resize_bilinear(quadrant_shift(_fft_magnitude(x, 0.8)), 16).numpy()
+    got = E.folded_sampled_spectrum(x, 0.8, 16).numpy()
+    assert np.max(np.abs(got - want)) <= 1e-5 * want.max()
+
+
+def test_folded_model_converts_and_matches(tmp_path, rng):
+    import keras
+
+    keras.utils.set_random_seed(2)
+    cfg = ModelConfig.dfcan(1, 2, **TINY)
+    reference = cfg.build()
+    folded = E.with_folded_spectrum(reference, cfg)
+    (tmp_path / "f.onnx").write_bytes(E.to_onnx_proto(folded, 1).SerializeToString())
+    (tmp_path / "f.tflite").write_bytes(E.to_tflite_bytes(folded, 1))
+    checks = E.compare(E._onnx_runner(tmp_path / "f.onnx"), E._keras_reference(reference), 1, 2, SIZES)
+    checks += E.compare(E._tflite_runner(tmp_path / "f.tflite"), E._keras_reference(reference), 1, 2, SIZES)
+    assert max(c.max_abs_diff for c in checks) <= TOL
+    full = ModelConfig.dfcan(1, 2)  # paper size: 130 distinct folded frequencies of 256 at 502
+    flops, folded_flops = E.count_flops(full, 502, 502), E.count_flops_folded(full, 502, 502)
+    assert folded_flops["conv"] == flops["conv"] and 0.45 < folded_flops["dft"] / flops["dft"] < 0.55
+
+
+def test_benchmark_backends_quick(capsys):
+    import argparse
+
+    rows = E.benchmark_backends(argparse.Namespace(quick=True, threads=2), sgemm=100.0)
+    assert {r["backend"] for r in rows} >= {"keras", "onnxruntime", "litert"} and {r["size"] for r in rows} == {64, 128}
+    assert all(r["seconds"] > 0 and r["gflop"] > 0 and r["max_abs_diff"] <= TOL for r in rows)
+    out = capsys.readouterr().out
+    assert "/sgemm" in out and "fastest at 128x128" in out
