@@ -281,28 +281,31 @@ def _local_max(d: np.ndarray, min_drop: float = 5e-4) -> int:
     return 0
 
 
-def _decorrelation_from_spectrum(
-    amp: np.ndarray, radius: np.ndarray, radii: np.ndarray, weight: np.ndarray | None = None
-) -> np.ndarray:
-    """d(r) for all ``radii`` at once.
+class _RadialSums:
+    """Bins of a spectrum sorted by radius, to evaluate d(r) at many radii cheaply."""
 
-    With the normalised spectrum Iₙ = I/|I| the numerator Σ Re(I·conj(Iₙ·M)) is
-    Σ_{|k|<r} |I| and Σ|Iₙ·M|² is the number of bins inside r, so cumulative
-    sums over the bins sorted by radius give every d(r) in one pass. A real
-    high-pass filter H multiplies only I, not Iₙ.
-    """
-    a = amp if weight is None else amp * weight
-    norm = math.sqrt(float(np.sum(a * a)))
-    if norm == 0.0:
-        return np.zeros_like(radii)
-    order = np.argsort(radius, axis=None)
-    r_sorted = radius.ravel()[order]
-    cum = np.cumsum(a.ravel()[order])
-    idx = np.searchsorted(r_sorted, radii, side="left")  # bins strictly inside r
-    d = np.zeros_like(radii)
-    ok = idx > 0
-    d[ok] = cum[idx[ok] - 1] / (norm * np.sqrt(idx[ok]))
-    return d
+    def __init__(self, radius: np.ndarray):
+        self.order = np.argsort(radius, axis=None)
+        self.r_sorted = radius.ravel()[self.order]
+
+    def decorrelation(self, amp: np.ndarray, radii: np.ndarray, weight: np.ndarray | None = None) -> np.ndarray:
+        """d(r) for all ``radii`` at once.
+
+        With the normalised spectrum Iₙ = I/|I| the numerator Σ Re(I·conj(Iₙ·M))
+        is Σ_{|k|<r} |I| and Σ|Iₙ·M|² is the number of bins inside r, so
+        cumulative sums over the bins sorted by radius give every d(r) in one
+        pass. A real high-pass filter H multiplies only I, not Iₙ.
+        """
+        a = amp if weight is None else amp * weight
+        norm = math.sqrt(float(np.sum(a * a)))
+        if norm == 0.0:
+            return np.zeros_like(radii)
+        cum = np.cumsum(a.ravel()[self.order])
+        idx = np.searchsorted(self.r_sorted, radii, side="left")  # bins strictly inside r
+        d = np.zeros_like(radii)
+        ok = idx > 0
+        d[ok] = cum[idx[ok] - 1] / (norm * np.sqrt(idx[ok]))
+        return d
 
 
 def decorrelation_curve(image: np.ndarray, *, n_radii: int = 50) -> tuple[np.ndarray, np.ndarray]:
@@ -317,7 +320,7 @@ def decorrelation_curve(image: np.ndarray, *, n_radii: int = 50) -> tuple[np.nda
     x = _check_image(image, "decorrelation analysis")
     spec = np.fft.fft2(_edge_apodize(x))
     radii = np.linspace(0.0, 1.0, n_radii + 1)[1:]
-    return radii, _decorrelation_from_spectrum(np.abs(spec), _radial_grid(x.shape), radii)
+    return radii, _RadialSums(_radial_grid(x.shape)).decorrelation(np.abs(spec), radii)
 
 
 def decorrelation_resolution(
@@ -364,8 +367,9 @@ def decorrelation_resolution(
     amp = np.abs(np.fft.fft2(_edge_apodize(x)))
     radius = _radial_grid(x.shape)
     radii = np.linspace(0.0, 1.0, n_radii + 1)[1:]
+    sums = _RadialSums(radius)
 
-    d0 = _decorrelation_from_spectrum(amp, radius, radii)
+    d0 = sums.decorrelation(amp, radii)
     i0 = _local_max(d0)
     r0 = radii[i0] if i0 else 0.0
     a0 = float(d0[i0]) if i0 else 0.0
@@ -376,7 +380,7 @@ def decorrelation_resolution(
 
     def peak_for(sigma: float, grid: np.ndarray) -> float:
         weight = 1.0 - np.exp(-2.0 * np.pi**2 * sigma**2 * f2)
-        d = _decorrelation_from_spectrum(amp, radius, grid, weight)
+        d = sums.decorrelation(amp, grid, weight)
         i = _local_max(d)
         return float(grid[i]) if i else 0.0
 
@@ -395,7 +399,7 @@ def decorrelation_resolution(
         refine_sigmas = np.exp(np.linspace(np.log(hi), np.log(lo), n_filters))
         best_r = max([best_r, *(peak_for(s, fine) for s in refine_sigmas)])
     elif r0 > 0:
-        d_fine = _decorrelation_from_spectrum(amp, radius, fine)
+        d_fine = sums.decorrelation(amp, fine)
         i = _local_max(d_fine)
         if i:
             best_r = max(best_r, float(fine[i]))
