@@ -9,7 +9,8 @@ into a run folder (see :mod:`dfcan_tf.runs`)::
       weights/last.weights.h5          ... at the latest checkpoint
       weights/last.optimizer.h5        optimizer variables (step count, lr, Adam moments)
       weights/last.discriminator.weights.h5   DFGAN only
-      weights/last.state.json          step, plateau counters, best NRMSE (written last: the commit point)
+      weights/ckpt-NNNNNNN.*           the same three files, step-stamped (what resume loads)
+      weights/last.state.json          step, checkpoint name, plateau counters, best NRMSE (the commit point)
       history.csv                      one row per validation
       logs/                            TensorBoard: losses, metrics, learning rates, sample images
       samples/step_NNNNNNN.png         input | output | GT with metrics
@@ -47,6 +48,7 @@ import io as _io
 import json
 import math
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -803,18 +805,23 @@ def _run(cfg, run_dir, out_dir, is_chief, strategy, train_src, val_src, data_inf
 
     state = {"step": 0, "best_nrmse": math.inf, "plateau_best": math.inf, "plateau_wait": 0, "elapsed_s": 0.0}
     if resume:
-        state_file = state_path if state_path.exists() else weights_path(run_dir, "last").with_name("last.state.json")
-        state = {**state, **load_json(state_file)}
-        src_w = state_file.parent
-        network.load_weights(src_w / "last.weights.h5")
-        if is_gan:
-            trainer.discriminator.load_weights(src_w / "last.discriminator.weights.h5")
-        load_optimizer(opts, src_w / "last.optimizer.h5")
+        if not state_path.exists():
+            raise DfcanError(f"{state_path}: no checkpoint state; cannot resume exactly")
+        state = {**state, **load_json(state_path)}
+        # The state names the complete set of files of its checkpoint (see checkpoint() below).
+        prefix = wdir / state.get("checkpoint", "last")
+        try:
+            network.load_weights(f"{prefix}.weights.h5")
+            if is_gan:
+                trainer.discriminator.load_weights(f"{prefix}.discriminator.weights.h5")
+        except (OSError, ValueError) as exc:
+            raise DfcanError(f"{prefix}.*: cannot load the checkpoint named in {state_path.name} ({exc})") from None
+        load_optimizer(opts, f"{prefix}.optimizer.h5")
         iters = int(keras.ops.convert_to_numpy(next(iter(opts.values())).iterations))
         expected = state["step"] * (cfg.g_updates if is_gan else 1)
         if iters != expected:
-            raise DfcanError(f"{state_file}: the checkpoint is inconsistent (step {state['step']} but the optimizer "
-                             f"made {iters} updates); was the run killed while saving?")
+            raise DfcanError(f"{state_path}: the checkpoint is inconsistent (step {state['step']} but the optimizer "
+                             f"made {iters} updates)")
     else:
         if is_gan and cfg.init_generator:
             _load_init_generator(network, cfg.init_generator)
@@ -853,15 +860,25 @@ def _run(cfg, run_dir, out_dir, is_chief, strategy, train_src, val_src, data_inf
         return {k: float(np.mean(v.numpy())) for k, v in m.items()}, sr
 
     def checkpoint(step: int) -> None:
-        save_weights(network, wdir / "last.weights.h5")
+        # Kill-safe: write a step-stamped set of files, then the state naming it (atomic rename: the
+        # commit point), then refresh last.weights.h5 and drop older sets. A kill at any moment leaves
+        # a state that names complete files.
+        tag = f"ckpt-{step:07d}"
+        save_weights(network, wdir / f"{tag}.weights.h5")
         if is_gan:
-            save_weights(trainer.discriminator, wdir / "last.discriminator.weights.h5")
-        save_optimizer(opts, wdir / "last.optimizer.h5")
+            save_weights(trainer.discriminator, wdir / f"{tag}.discriminator.weights.h5")
+        save_optimizer(opts, wdir / f"{tag}.optimizer.h5")
         elapsed = state["elapsed_s"] + (time.perf_counter() - t_session)
-        save_json(state_path, {**state, "step": step, "elapsed_s": elapsed,
+        save_json(state_path, {**state, "step": step, "checkpoint": tag, "elapsed_s": elapsed,
                                "replicas": int(strategy.num_replicas_in_sync),
                                "lr": _get_lr(opts[next(iter(opts))]),
                                **({"d_lr": _get_lr(opts["discriminator"])} if is_gan else {})})
+        for name in ("weights.h5", "optimizer.h5") + (("discriminator.weights.h5",) if is_gan else ()):
+            with atomic_path(wdir / f"last.{name}") as tmp:
+                shutil.copyfile(wdir / f"{tag}.{name}", tmp)
+        for old in wdir.glob("ckpt-*"):
+            if not old.name.startswith(tag + "."):
+                old.unlink(missing_ok=True)
 
     g_key = next(iter(opts))
     t_session = time.perf_counter()

@@ -343,3 +343,52 @@ def test_trains_from_patch_folders(tmp_path, task, channels, capsys):
     assert doc["data"]["train_dir"].endswith("training_wf" if task == "sisr" else "training")
     assert doc["data"]["n_train"] == 6 and doc["data"]["n_validate"] == 2
     assert load_run(run).model.input_shape[-1] == channels
+
+
+def test_hard_kill_then_resume_matches_uninterrupted(tmp_path, small_data):
+    """SIGKILL a `dfcan train` process mid-run, resume it, and land where an uninterrupted run lands."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    npz = tmp_path / "data.npz"
+    np.savez(npz, x_train=small_data[0], y_train=small_data[1], x_val=small_data[2], y_val=small_data[3])
+    common = ["--width", "8", "--n-groups", "1", "--n-blocks", "1", "--size-psc", "16", "--reduction", "4",
+              "--patch-size", "16", "--batch-size", "2", "--steps", "120", "--validate-every", "5",
+              "--sample-every", "60", "--lr", "1e-3", "--plateau-patience", "2", "--no-progress"]
+    killed = tmp_path / "killed"
+    env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    proc = subprocess.Popen([sys.executable, "-m", "dfcan_tf.cli", "train", "--data", str(npz), "--run", str(killed),
+                             *common], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    state_file = killed / "weights/last.state.json"
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline and proc.poll() is None:
+            if state_file.exists() and json.loads(state_file.read_text())["step"] >= 10:
+                break
+            time.sleep(0.05)
+    finally:
+        proc.kill()
+        proc.wait()
+    k = json.loads(state_file.read_text())["step"]
+    assert 10 <= k < 120, k  # killed mid-run, possibly while writing a checkpoint
+
+    assert cli.main(["train", "--resume", str(killed), "--no-progress"]) == 0
+    full = tmp_path / "full"
+    assert cli.main(["train", "--data", str(npz), "--run", str(full), *common]) == 0
+    sa = json.loads((full / "weights/last.state.json").read_text())
+    sb = json.loads(state_file.read_text())
+    assert sa["step"] == sb["step"] == 120
+    assert sb["lr"] == pytest.approx(sa["lr"]) and sb["plateau_wait"] == sa["plateau_wait"]
+    oa, ob = _opt_arrays(full / "weights/last.optimizer.h5"), _opt_arrays(killed / "weights/last.optimizer.h5")
+    for key in oa:
+        np.testing.assert_allclose(ob[key], oa[key], rtol=1e-4, atol=1e-6, err_msg=key)
+    for x, y in zip(load_run(full, "last").model.get_weights(), load_run(killed, "last").model.get_weights(),
+                    strict=True):
+        np.testing.assert_allclose(y, x, rtol=1e-4, atol=1e-5)
+    with open(full / "history.csv") as fa, open(killed / "history.csv") as fb:
+        ra, rb = list(csv.DictReader(fa)), list(csv.DictReader(fb))
+    assert [r["step"] for r in rb] == [r["step"] for r in ra]  # no duplicated or missing validations
+    np.testing.assert_allclose([float(r["val_nrmse"]) for r in rb], [float(r["val_nrmse"]) for r in ra], rtol=1e-4)
