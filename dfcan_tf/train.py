@@ -89,6 +89,11 @@ __all__ = [
 # --------------------------------------------------------------------------- data
 
 
+def _check_normalization(how: str) -> None:
+    if how not in NORMALIZATIONS:
+        raise DfcanError(f"normalization must be one of {NORMALIZATIONS}. Received: normalization={how!r}")
+
+
 def _normalize(x: np.ndarray, how: str) -> np.ndarray:
     """Normalise each patch of a batch ``(n, h, w, C)`` (the whole stack of a patch at once)."""
     x = x.astype(np.float32)
@@ -109,8 +114,7 @@ class ArraySource:
 
     def __init__(self, inputs: np.ndarray, targets: np.ndarray, *, normalization: str = "minmax",
                  name: str = "arrays"):
-        if normalization not in NORMALIZATIONS:
-            raise DfcanError(f"normalization must be one of {NORMALIZATIONS}. Received: normalization={normalization!r}")
+        _check_normalization(normalization)
         x = np.asarray(inputs)
         y = np.asarray(targets)
         if x.ndim == 3:
@@ -191,8 +195,7 @@ class FolderSource(ArraySource):
     def __init__(self, root: str | os.PathLike, split: str, task: str, *, normalization: str = "minmax"):
         from dfcan_tf import pipeline
 
-        if normalization not in NORMALIZATIONS:
-            raise DfcanError(f"normalization must be one of {NORMALIZATIONS}. Received: normalization={normalization!r}")
+        _check_normalization(normalization)
         self.pairs = pipeline.list_patches(root, split, task)
         self.normalization = normalization
         self.name = f"{root} ({split}, {task})"
@@ -653,7 +656,7 @@ def train(
         The recipe and the network. The model's ``input_channels`` and
         ``scale`` must match the data. With ``resume=True`` it may be ``None``
         (the run's own configuration is used) or differ from it only in
-        ``steps`` (to train longer).
+        ``steps`` (to train longer) and ``strategy`` (other devices).
     run_dir
         The run folder; must not exist (or be empty) unless ``resume``.
     data
@@ -686,6 +689,8 @@ def train(
     """
     run_dir = Path(run_dir)
     doc = None
+    if stop_at is not None and (not isinstance(stop_at, int) or stop_at < 1):
+        raise DfcanError(f"stop_at must be a positive step number. Received: stop_at={stop_at!r}")
     if resume:
         doc, _ = read_run_config(run_dir)
         saved = _config_from_doc(doc)

@@ -210,6 +210,7 @@ def test_resume_refuses_changed_recipe(tmp_path, small_data):
 
 
 def test_dfgan_train_step_updates_d_once_g_three_times(small_data):
+    assert isinstance(build_trainer(_tiny_cfg()), DFCANTrainer)
     cfg = _tiny_cfg("dfgan")
     keras.utils.set_random_seed(0)
     gan = build_trainer(cfg)
@@ -392,3 +393,16 @@ def test_hard_kill_then_resume_matches_uninterrupted(tmp_path, small_data):
         ra, rb = list(csv.DictReader(fa)), list(csv.DictReader(fb))
     assert [r["step"] for r in rb] == [r["step"] for r in ra]  # no duplicated or missing validations
     np.testing.assert_allclose([float(r["val_nrmse"]) for r in rb], [float(r["val_nrmse"]) for r in ra], rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_benchmark_train_prints_rate_and_sgemm_fraction(capsys):
+    import argparse
+
+    from dfcan_tf.train import benchmark_train
+
+    out = benchmark_train(argparse.Namespace(quick=True, threads=2), sgemm=100.0)
+    text = capsys.readouterr().out
+    assert "steps/s" in text and "% of sgemm" in text and "128x128 patches, batch 4" in text
+    assert out["steps_per_s"] > 0 and out["gflop_per_step"] == pytest.approx(
+        training_flops(ModelConfig.dfcan(), 128, 128, 4) / 1e9)
