@@ -1,0 +1,333 @@
+"""Evaluate a run folder on a BioSR-layout test set: ``dfcan evaluate RUN DATA``.
+
+For every (specimen, cell, signal level) found by :func:`dfcan_tf.biosr.discover`
+the run's network super-resolves the raw data — the wide-field image (sum of the
+raw SIM frames) for a one-channel SISR model, the raw frames themselves for a
+SIM model — and the result is compared with the GT-SIM image using
+:func:`dfcan_tf.metrics.evaluate_pair` (per-image min-max normalisation, as the
+reference). The same metrics are computed for the wide-field image upsampled
+bicubically, the baseline every network has to beat.
+
+Outputs in ``out_dir``:
+
+* ``metrics.csv``: one row per (specimen, cell, level, method) with ``method``
+  ``"model"`` or ``"bicubic"`` and the columns of :data:`METRICS`. Pixel
+  metrics compare with GT-SIM; ``resolution_nm`` is the decorrelation
+  resolution of the model output (on the SR grid) and, for ``"bicubic"``, of
+  the wide-field image on its own grid (interpolation adds no information,
+  and the spectral replicas it leaves read as signal to decorrelation
+  analysis: on noisy data an upsampled image "resolves" 75 nm);
+* ``summary.csv``: mean and standard deviation over cells per (specimen, level,
+  method);
+* ``<specimen>.png``: metric-versus-signal-level curves (mean ± s.d. over
+  cells) of model and bicubic input;
+* with ``save_predictions``: ``predictions/<specimen>/Cell_NNN_level_LL.tif``.
+
+Every file is written atomically, and only once all records are done.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import math
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dfcan_tf.errors import DfcanError
+from dfcan_tf.metrics import decorrelation_resolution, evaluate_pair
+from dfcan_tf.predict import DEFAULT_OVERLAP, predict_image, resolve_run
+
+METRICS = ("mse", "nrmse", "psnr", "ssim", "ms_ssim", "resolution_nm")
+METHODS = ("model", "bicubic")
+BIOSR_RAW_PIXEL_NM = 62.6
+_LABELS = {
+    "mse": "MSE",
+    "nrmse": "NRMSE",
+    "psnr": "PSNR (dB)",
+    "ssim": "SSIM",
+    "ms_ssim": "MS-SSIM",
+    "resolution_nm": "resolution (nm, decorrelation)",
+}
+
+__all__ = ["evaluate_run", "EvaluationResult", "bicubic_upsample", "METRICS"]
+
+
+@dataclass
+class EvaluationResult:
+    """What :func:`evaluate_run` produced."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    csv_path: Path | None = None
+    summary_path: Path | None = None
+    plots: list[Path] = field(default_factory=list)
+    failures: list[tuple[Path, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def mean(self, metric: str, method: str = "model", specimen: str | None = None) -> float:
+        """Mean of ``metric`` over all rows of ``method`` (and ``specimen``), NaN-aware."""
+        vals = [r[metric] for r in self.rows
+                if r["method"] == method and (specimen is None or r["specimen"] == specimen)]
+        vals = [v for v in vals if np.isfinite(v)]
+        return float(np.mean(vals)) if vals else float("nan")
+
+
+def bicubic_upsample(image: np.ndarray, scale: int) -> np.ndarray:
+    """Upsample a 2-D image ``scale``× with bicubic interpolation (Keys, a = −0.5, half-pixel centres).
+
+    The convention of MATLAB's ``imresize`` and ``tf.image.resize(method="bicubic")``
+    without antialiasing, which is what the latter computes here.
+    """
+    import tensorflow as tf
+
+    h, w = image.shape
+    x = tf.constant(np.asarray(image, np.float32)[None, :, :, None])
+    return tf.image.resize(x, (scale * h, scale * w), method="bicubic", antialias=False).numpy()[0, :, :, 0]
+
+
+def _network_input(raw: np.ndarray, channels: int, path: Path) -> np.ndarray:
+    if channels == 1:
+        return raw.sum(axis=0)  # wide-field image: the sum of the raw SIM frames
+    if raw.shape[0] != channels:
+        raise DfcanError(
+            f"{path}: the model takes {channels} raw SIM frames, the file holds {raw.shape[0]}; "
+            "evaluate a linear-SIM model (9) on linear data and a nonlinear one (25) on F-actin_Nonlinear"
+        )
+    return raw
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> None:
+    from dfcan_tf.io import atomic_path
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    with atomic_path(path) as tmp:
+        tmp.write_text(buf.getvalue())
+
+
+def _summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in rows:
+        groups[(r["specimen"], r["level"], r["method"])].append(r)
+    out = []
+    for (specimen, level, method), rs in sorted(groups.items()):
+        row: dict[str, Any] = {"specimen": specimen, "level": level, "method": method, "cells": len(rs)}
+        for m in METRICS:
+            vals = np.array([r[m] for r in rs], dtype=float)
+            vals = vals[np.isfinite(vals)]
+            row[f"{m}_mean"] = float(vals.mean()) if vals.size else float("nan")
+            row[f"{m}_std"] = float(vals.std()) if vals.size else float("nan")
+        out.append(row)
+    return out
+
+
+def _plot(path: Path, specimen: str, summary: list[dict[str, Any]], title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    from dfcan_tf.io import atomic_path
+
+    rows = [r for r in summary if r["specimen"] == specimen]
+    metrics = [m for m in METRICS if any(np.isfinite(r[f"{m}_mean"]) for r in rows)]
+    ncols = 3
+    nrows = math.ceil(len(metrics) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.2 * nrows), squeeze=False)
+    for ax, metric in zip(axes.ravel(), metrics):
+        for method, style in zip(METHODS, ("o-", "s--")):
+            rs = sorted((r for r in rows if r["method"] == method), key=lambda r: r["level"])
+            if not rs:
+                continue
+            ax.errorbar([r["level"] for r in rs], [r[f"{metric}_mean"] for r in rs],
+                        yerr=[r[f"{metric}_std"] for r in rs], fmt=style, capsize=3, label=method)
+        ax.set_xlabel("signal level")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel(_LABELS[metric])
+        ax.grid(alpha=0.3)
+    for ax in axes.ravel()[len(metrics):]:
+        ax.axis("off")
+    axes[0, 0].legend()
+    fig.suptitle(f"{specimen}: {title}")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    return path
+
+
+def evaluate_run(
+    run_dir: str | Any,
+    data_root: str | Path,
+    out_dir: str | Path,
+    *,
+    specimens: Iterable[str] | None = None,
+    cells: str | Iterable[int] | None = None,
+    levels: str | Iterable[int] | None = None,
+    which: str = "best",
+    backend: str = "keras",
+    tile_size: int | None = None,
+    overlap: int = DEFAULT_OVERLAP,
+    resolution: bool = True,
+    save_predictions: bool = False,
+    progress: bool = True,
+) -> EvaluationResult:
+    """Predict every (cell, level) of a BioSR-layout test set and score it against GT-SIM.
+
+    Parameters
+    ----------
+    run_dir
+        Run folder (or a loaded :class:`dfcan_tf.runs.Run`).
+    data_root
+        BioSR-layout root (specimen folders) or one specimen folder.
+    out_dir
+        Where ``metrics.csv``, ``summary.csv`` and the plots go.
+    specimens, cells, levels
+        Selection (see :func:`dfcan_tf.biosr.discover`); e.g. ``cells="36-50"``,
+        the public recipe's test cells.
+    which, backend, tile_size, overlap
+        As :func:`dfcan_tf.predict.predict_files`.
+    resolution
+        Also compute the decorrelation resolution (nm) of model and bicubic outputs.
+    save_predictions
+        Write every prediction as 16-bit TIFF under ``out_dir/predictions``.
+    progress
+        tqdm bar over records.
+
+    Returns
+    -------
+    EvaluationResult
+        Rows (also in ``metrics.csv``), output paths and per-record failures
+        (a failing record is reported, the others continue).
+
+    Raises
+    ------
+    DfcanError
+        Bad run folder, no data found, or every record failed.
+    """
+    from dfcan_tf.biosr import discover
+    from dfcan_tf.io import read_mrc_header, write_tiff
+
+    t0 = time.perf_counter()
+    records = discover(data_root, specimens=specimens, cells=cells, levels=levels)
+    model, data, scale, channels = resolve_run(run_dir, backend, which)
+    normalization = data.get("normalization", "minmax")
+    out_dir = Path(out_dir)
+    result = EvaluationResult()
+
+    iterator: Iterable = records
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(records, desc="evaluate", unit="image")
+    predictions: list[tuple[Path, np.ndarray, float | None]] = []
+    for rec in iterator:
+        try:
+            raw, gt = rec.load()
+            if raw.shape[1] * scale != gt.shape[0] or raw.shape[2] * scale != gt.shape[1]:
+                raise DfcanError(
+                    f"{rec.gt_path}: GT of {gt.shape[0]}x{gt.shape[1]} is not {scale}x the raw "
+                    f"{raw.shape[1]}x{raw.shape[2]} of {rec.raw_path.name}; the run's scale is {scale}"
+                )
+            x = _network_input(raw, channels, rec.raw_path)
+            if normalization == "divide65535":
+                pred = predict_image(model, x / 65535.0, scale=scale, tile_size=tile_size, overlap=overlap,
+                                     normalize=False, name=str(rec.raw_path))
+            else:
+                pred = predict_image(model, x, scale=scale, tile_size=tile_size, overlap=overlap,
+                                     name=str(rec.raw_path))
+            wf = raw.sum(axis=0)
+            bicubic = bicubic_upsample((wf - wf.min()) / (wf.max() - wf.min() + 1e-7), scale)
+            raw_px = read_mrc_header(rec.raw_path).get("pixel_size_nm") or data.get("pixel_size_nm") \
+                or BIOSR_RAW_PIXEL_NM
+            raw_px = float(raw_px)
+            sr_px = raw_px / scale
+            # The baseline's resolution is the wide-field image's own: interpolation adds no
+            # information, and its spectral replicas read as signal to decorrelation analysis.
+            for method, image, res_image, px in (("model", pred, pred, sr_px), ("bicubic", bicubic, wf, raw_px)):
+                row: dict[str, Any] = {"specimen": rec.specimen, "cell": rec.cell, "level": rec.level,
+                                       "method": method, **evaluate_pair(image, gt)}
+                row["resolution_nm"] = decorrelation_resolution(res_image, px) if resolution else float("nan")
+                result.rows.append(row)
+            if save_predictions:
+                dest = out_dir / "predictions" / rec.specimen / f"Cell_{rec.cell:03d}_level_{rec.level:02d}.tif"
+                predictions.append((dest, pred, sr_px))
+        except DfcanError as exc:
+            result.failures.append((rec.raw_path, str(exc)))
+        except Exception as exc:  # report the record and continue with the others
+            result.failures.append((rec.raw_path, f"{rec.raw_path}: {type(exc).__name__}: {exc}"))
+    if not result.rows:
+        details = "; ".join(m for _, m in result.failures[:3])
+        raise DfcanError(f"{data_root}: no record could be evaluated ({details})")
+
+    columns = ["specimen", "cell", "level", "method", *METRICS]
+    result.csv_path = out_dir / "metrics.csv"
+    _write_csv(result.csv_path, result.rows, columns)
+    summary = _summarise(result.rows)
+    result.summary_path = out_dir / "summary.csv"
+    _write_csv(result.summary_path, summary,
+               ["specimen", "level", "method", "cells", *(f"{m}_{s}" for m in METRICS for s in ("mean", "std"))])
+    title = f"{Path(getattr(run_dir, 'path', run_dir)).name} vs bicubic wide-field"
+    for specimen in sorted({r["specimen"] for r in result.rows}):
+        result.plots.append(_plot(out_dir / f"{specimen}.png", specimen, summary, title))
+    for dest, pred, px in predictions:
+        write_tiff(dest, pred, pixel_size_nm=px)
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from dfcan_tf.predict import BACKENDS, parse_tile_size
+
+    parser.add_argument("run", help="run folder (config.json + weights/)")
+    parser.add_argument("data", help="BioSR-layout test set (root or one specimen folder)")
+    parser.add_argument("-o", "--output", required=True, help="output folder for metrics.csv, summary.csv, plots")
+    parser.add_argument("--specimens", help="comma-separated specimen folders (default: all)")
+    parser.add_argument("--cells", help="cell numbers, e.g. 36-50 (default: all)")
+    parser.add_argument("--levels", help="signal levels, e.g. 1-9 (default: all)")
+    parser.add_argument("--which", choices=("best", "last"), default="best", help="weights (default: best)")
+    parser.add_argument("--backend", choices=BACKENDS, default="keras", help="inference backend (default: keras)")
+    parser.add_argument("--tile-size", type=parse_tile_size, default=None, metavar="auto|0|N",
+                        help="tile side in input pixels (default auto: whole image when it fits)")
+    parser.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP, help=f"tile overlap (default {DEFAULT_OVERLAP})")
+    parser.add_argument("--no-resolution", action="store_true", help="skip the decorrelation resolution")
+    parser.add_argument("--save-predictions", action="store_true", help="also write every prediction as TIFF")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    specimens = [s for s in args.specimens.split(",") if s] if args.specimens else None
+    result = evaluate_run(
+        args.run, args.data, args.output, specimens=specimens, cells=args.cells, levels=args.levels,
+        which=args.which, backend=args.backend, tile_size=args.tile_size, overlap=args.overlap,
+        resolution=not args.no_resolution, save_predictions=args.save_predictions, progress=not args.no_progress,
+    )
+    for specimen in sorted({r["specimen"] for r in result.rows}):
+        print(f"{specimen}: " + ", ".join(
+            f"{m} {result.mean(m, 'model', specimen):.4g} (bicubic {result.mean(m, 'bicubic', specimen):.4g})"
+            for m in ("psnr", "ssim", "nrmse", "resolution_nm")))
+    print(result.csv_path)
+    for path in result.plots:
+        print(path)
+    for _path, message in result.failures:
+        print(f"dfcan evaluate: error: {message}", file=sys.stderr)
+    return 0 if result.ok else 1
