@@ -281,6 +281,14 @@ def _local_max(d: np.ndarray, min_drop: float = 5e-4) -> int:
     return 0
 
 
+def _peak(d: np.ndarray, grid: np.ndarray, min_amplitude: float) -> tuple[float, float]:
+    """(position, amplitude) of a curve's decorrelation peak; (0, 0) if none or below ``min_amplitude``."""
+    i = _local_max(d)
+    if i == 0 or d[i] < min_amplitude:
+        return 0.0, 0.0
+    return float(grid[i]), float(d[i])
+
+
 class _RadialSums:
     """Bins of a spectrum sorted by radius, to evaluate d(r) at many radii cheaply."""
 
@@ -329,6 +337,7 @@ def decorrelation_resolution(
     *,
     n_radii: int = 50,
     n_filters: int = 10,
+    min_amplitude: float = 0.05,
     return_details: bool = False,
 ) -> float | tuple[float, dict]:
     """Image resolution by decorrelation analysis (Descloux et al., Nature Methods 2019).
@@ -338,9 +347,12 @@ def decorrelation_resolution(
     where signal gives way to noise. The search is repeated on the spectrum
     high-pass filtered by ``1 - exp(-2π²σ²f²)`` for ``n_filters`` Gaussian
     widths σ spaced geometrically from ``2 / r₀`` pixels (r₀: peak without
-    filtering) down to 0.15 pixels, then refined between the two widths around
-    the best one. The cut-off k_c is the highest peak position found, and the
-    resolution is ``2 · pixel_size / k_c`` (k_c = 1 is the Nyquist frequency).
+    filtering) down to 0.15 pixels, then refined (4× finer radii) between the
+    widths that gave the highest cut-off and the best compromise sqrt(r·A).
+    Peaks lower than ``min_amplitude`` (0.05, the paper's SNR floor) are
+    rejected as unphysical. The cut-off k_c is the highest remaining peak
+    position and the resolution is ``2 · pixel_size / k_c`` (k_c = 1 is the
+    Nyquist frequency).
 
     Parameters
     ----------
@@ -352,9 +364,12 @@ def decorrelation_resolution(
         Sampling of r in (0, 1]; the refinement samples 4× finer.
     n_filters
         Number of high-pass widths per pass.
+    min_amplitude
+        Smallest peak height (correlation coefficient) accepted as signal.
     return_details
         Also return a dict with ``kc``, ``snr`` (peak amplitude A₀ of the
-        unfiltered curve), ``radii`` and ``d`` (unfiltered curve).
+        unfiltered curve), ``radii`` and ``d`` (unfiltered curve), ``sigmas``
+        and ``peaks`` ((r, A) of each high-pass curve of the first pass).
 
     Returns
     -------
@@ -370,43 +385,36 @@ def decorrelation_resolution(
     sums = _RadialSums(radius)
 
     d0 = sums.decorrelation(amp, radii)
-    i0 = _local_max(d0)
-    r0 = radii[i0] if i0 else 0.0
-    a0 = float(d0[i0]) if i0 else 0.0
-    best_r, best_sigma_i = r0, -1
+    r0, a0 = _peak(d0, radii, min_amplitude)
 
     # Frequency of each bin in cycles/pixel for the Gaussian high-pass.
     f2 = (radius / 2.0) ** 2
 
-    def peak_for(sigma: float, grid: np.ndarray) -> float:
+    def peak_for(sigma: float, grid: np.ndarray) -> tuple[float, float]:
         weight = 1.0 - np.exp(-2.0 * np.pi**2 * sigma**2 * f2)
-        d = sums.decorrelation(amp, grid, weight)
-        i = _local_max(d)
-        return float(grid[i]) if i else 0.0
+        return _peak(sums.decorrelation(amp, grid, weight), grid, min_amplitude)
 
-    sigma_max = 2.0 / r0 if r0 > 0 else 2.0 * n_radii
+    sigma_max = 2.0 / r0 if r0 > 0 else max(x.shape) / 2.0
     sigmas = np.exp(np.linspace(np.log(sigma_max), np.log(0.15), n_filters))
     peaks = [peak_for(s, radii) for s in sigmas]
-    if max(peaks) > best_r:
-        best_sigma_i = int(np.argmax(peaks))
-        best_r = max(peaks)
+    best_r = max([r0, *(r for r, _ in peaks)])
 
-    # Refinement: finer radii, and widths between the neighbours of the best one.
-    fine = np.linspace(0.0, 1.0, 4 * n_radii + 1)[1:]
-    if best_sigma_i >= 0:
-        lo = sigmas[min(best_sigma_i + 1, n_filters - 1)]
-        hi = sigmas[max(best_sigma_i - 1, 0)]
-        refine_sigmas = np.exp(np.linspace(np.log(hi), np.log(lo), n_filters))
-        best_r = max([best_r, *(peak_for(s, fine) for s in refine_sigmas)])
-    elif r0 > 0:
-        d_fine = sums.decorrelation(amp, fine)
-        i = _local_max(d_fine)
-        if i:
-            best_r = max(best_r, float(fine[i]))
+    # Refinement: 4x finer radii, and widths spanning the filters that gave the
+    # highest cut-off and the best geometric mean sqrt(r·A) (resolution and SNR).
+    found = [i for i, (r, _) in enumerate(peaks) if r > 0]
+    if found:
+        i_max = max(found, key=lambda i: peaks[i][0])
+        i_gm = max(found, key=lambda i: peaks[i][0] * peaks[i][1])
+        lo_i, hi_i = min(i_max, i_gm), max(i_max, i_gm)
+        hi_sigma = sigmas[max(lo_i - 1, 0)]
+        lo_sigma = sigmas[min(hi_i + 1, n_filters - 1)]
+        fine = np.linspace(0.0, 1.0, 4 * n_radii + 1)[1:]
+        refine_sigmas = np.exp(np.linspace(np.log(hi_sigma), np.log(lo_sigma), n_filters))
+        best_r = max([best_r, *(peak_for(s, fine)[0] for s in refine_sigmas)])
 
     resolution = 2.0 * float(pixel_size_nm) / best_r if best_r > 0 else float("inf")
     if return_details:
-        return resolution, {"kc": best_r, "snr": a0, "radii": radii, "d": d0}
+        return resolution, {"kc": best_r, "snr": a0, "radii": radii, "d": d0, "peaks": peaks, "sigmas": sigmas}
     return resolution
 
 
