@@ -81,6 +81,7 @@ __all__ = [
     "predict_files",
     "remove_hot_pixels",
     "expand_inputs",
+    "resolve_run",
     "predict_file",
     "PredictSummary",
     "benchmark_predict",
@@ -319,8 +320,12 @@ def expand_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike]) -> li
     return unique
 
 
-def _resolve_run(run: Any, backend: str, which: str) -> tuple[Any, dict, int, int]:
-    """(model, data config, scale, input channels) of a run folder or loaded Run."""
+def resolve_run(run: Any, backend: str, which: str) -> tuple[Any, dict, int, int]:
+    """Return ``(model, data config, scale, input channels)`` of a run folder or a loaded Run.
+
+    ``backend="keras"`` loads the Keras network; ``"onnx"``/``"tflite"`` ask
+    :func:`dfcan_tf.export.load_backend` for a callable on the same run.
+    """
     if backend not in BACKENDS:
         raise DfcanError(f"unknown backend. Received: backend={backend!r}; expected one of {BACKENDS}")
     from dfcan_tf import runs
@@ -455,7 +460,7 @@ def predict_files(
         if out.exists() and out.resolve() == f.resolve():
             raise DfcanError(f"{f}: the output {out} would overwrite the input; choose another output folder")
         targets[f] = out
-    model, data, scale, channels = _resolve_run(run, backend, which)
+    model, data, scale, channels = resolve_run(run, backend, which)
 
     summary = PredictSummary()
     iterator: Iterable[Path] = files
@@ -481,7 +486,8 @@ def predict_files(
 # --------------------------------------------------------------------------- CLI
 
 
-def _tile_arg(value: str) -> int | None:
+def parse_tile_size(value: str) -> int | None:
+    """``--tile-size`` values: ``auto`` (None), 0 (never tile) or a positive side."""
     if value == "auto":
         return None
     try:
@@ -499,7 +505,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", required=True, help="output folder (outputs are <input name>.tif)")
     parser.add_argument("--backend", choices=BACKENDS, default="keras", help="inference backend (default: keras)")
     parser.add_argument("--which", choices=("best", "last"), default="best", help="weights to use (default: best)")
-    parser.add_argument("--tile-size", type=_tile_arg, default=None, metavar="auto|0|N",
+    parser.add_argument("--tile-size", type=parse_tile_size, default=None, metavar="auto|0|N",
                         help=f"tile side in input pixels; auto (default): whole image up to "
                              f"{int(WHOLE_IMAGE_MAX_PIXELS ** 0.5)}², else {DEFAULT_TILE_SIZE}; 0: never tile")
     parser.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP, help=f"tile overlap (default {DEFAULT_OVERLAP})")
