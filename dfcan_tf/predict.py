@@ -74,7 +74,7 @@ WHOLE_IMAGE_MAX_PIXELS = 1024 * 1024
 MIN_IMAGE_SIZE = 8
 OUTLIER_THRESHOLD = 0.2
 INPUT_SUFFIXES = (".tif", ".tiff", ".mrc", ".dv")
-BACKENDS = ("keras", "onnx", "tflite")
+BACKENDS = ("keras", "onnx", "tflite", "saved_model")
 
 __all__ = [
     "predict_image",
@@ -323,8 +323,9 @@ def expand_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike]) -> li
 def resolve_run(run: Any, backend: str, which: str) -> tuple[Any, dict, int, int]:
     """Return ``(model, data config, scale, input channels)`` of a run folder or a loaded Run.
 
-    ``backend="keras"`` loads the Keras network; ``"onnx"``/``"tflite"`` ask
-    :func:`dfcan_tf.export.load_backend` for a callable on the same run.
+    ``backend="keras"`` loads the Keras network; ``"onnx"``, ``"tflite"`` and
+    ``"saved_model"`` ask :func:`dfcan_tf.export.load_backend` for a callable
+    on the same run (it exports the run first when needed).
     """
     if backend not in BACKENDS:
         raise DfcanError(f"unknown backend. Received: backend={backend!r}; expected one of {BACKENDS}")
@@ -341,7 +342,8 @@ def resolve_run(run: Any, backend: str, which: str) -> tuple[Any, dict, int, int
     doc, model_config = runs.read_run_config(run)
     from dfcan_tf.export import load_backend  # written separately; only needed for non-Keras backends
 
-    return load_backend(run, backend), dict(doc.get("data") or {}), model_config.scale, model_config.input_channels
+    return (load_backend(run, backend, which=which), dict(doc.get("data") or {}), model_config.scale,
+            model_config.input_channels)
 
 
 def predict_file(
@@ -425,8 +427,8 @@ def predict_files(
     out_dir
         Output folder; each output is ``<input stem>.tif``.
     backend
-        ``"keras"`` (default), ``"onnx"`` or ``"tflite"`` (via
-        :func:`dfcan_tf.export.load_backend`).
+        ``"keras"`` (default), ``"onnx"``, ``"tflite"`` or ``"saved_model"``
+        (via :func:`dfcan_tf.export.load_backend`).
     which
         ``"best"`` or ``"last"`` weights (Keras backend).
     tile_size, overlap, batch_size, remove_outliers

@@ -240,3 +240,26 @@ def test_errors_before_any_file(sisr_run, tmp_path, capsys):
         expand_inputs([tmp_path / "missing.tif"])
     with pytest.raises(DfcanError, match="backend"):
         predict_files(sisr_run, tmp_path / "a", tmp_path / "o", backend="torch")
+
+
+def test_onnx_backend_matches_keras(sisr_run, tmp_path):
+    rng = np.random.default_rng(6)
+    write_tiff(tmp_path / "in" / "a.tif", rng.poisson(_scene(32, rng)).astype(np.uint16))
+    assert cli.main(["predict", str(sisr_run), str(tmp_path / "in"), "-o", str(tmp_path / "k"), "--no-progress",
+                     "--dtype", "float32"]) == 0
+    assert cli.main(["predict", str(sisr_run), str(tmp_path / "in"), "-o", str(tmp_path / "x"), "--no-progress",
+                     "--dtype", "float32", "--backend", "onnx"]) == 0
+    keras_out, _ = read_tiff(tmp_path / "k" / "a.tif")
+    onnx_out, _ = read_tiff(tmp_path / "x" / "a.tif")
+    np.testing.assert_allclose(onnx_out, keras_out, atol=1e-5)
+
+
+def test_benchmark_predict_quick_prints_memory_and_time(capsys):
+    import argparse
+
+    from dfcan_tf.predict import benchmark_predict
+
+    benchmark_predict(argparse.Namespace(quick=True, threads=2), sgemm=50.0)
+    line = capsys.readouterr().out
+    assert "512x512 -> 1024x1024 tiled (9 tiles of 256" in line
+    assert "peak memory +" in line and " MB" in line and "GFLOP/s" in line
