@@ -320,7 +320,6 @@ def _replicas() -> int:
     return tf.distribute.get_strategy().num_replicas_in_sync
 
 
-@keras.saving.register_keras_serializable(package="dfcan_tf")
 class DFCANTrainer(keras.Model):
     """DFCAN training wrapper: ``train_step`` is one Adam update on ``MSE + 0.1·(1 − SSIM)``.
 
@@ -363,7 +362,6 @@ class DFCANTrainer(keras.Model):
         return {"loss": loss}
 
 
-@keras.saving.register_keras_serializable(package="dfcan_tf")
 class DFGAN(keras.Model):
     """DFGAN: generator and discriminator trained adversarially (REFERENCE §3–4).
 
@@ -1045,8 +1043,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       ("log-every", int), ("plateau-patience", int), ("seed", int), ("g-updates", int)):
         t.add_argument(f"--{name}", type=typ, default=None)
     t.add_argument("--init-generator", help="DFGAN: run folder or weights of a DFCAN-shaped net to start from")
-    parser.add_argument("--strategy", choices=STRATEGIES, default="default",
-                        help="default: one device; mirrored: all local devices; multi-worker: TF_CONFIG cluster")
+    parser.add_argument("--strategy", choices=STRATEGIES, default=None,
+                        help="default: one device; mirrored: all local devices; multi-worker: TF_CONFIG cluster "
+                             "(new run: default; --resume: the run's own)")
     parser.add_argument("--mixed-precision", action="store_true", help="mixed_float16 (GPUs); off by default")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -1081,7 +1080,11 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     changes = {k: getattr(args, k) for k in ("steps", "batch_size", "patch_size", "lr", "d_lr", "validate_every",
                                              "validate_patches", "sample_every", "log_every", "plateau_patience",
                                              "seed", "g_updates", "init_generator") if getattr(args, k) is not None}
-    changes.update(strategy=args.strategy, mixed_precision=bool(args.mixed_precision), model=model)
+    changes.update(model=model)
+    if args.strategy is not None:
+        changes["strategy"] = args.strategy
+    if args.mixed_precision:
+        changes["mixed_precision"] = True
     if base.mode == "dfgan" and "patch_size" in changes:
         changes["discriminator"] = base.discriminator.__class__(
             **{**base.discriminator.to_dict(), "input_size": changes["patch_size"] * model.scale})
@@ -1092,7 +1095,8 @@ def run_from_args(args: argparse.Namespace) -> int:
     if args.resume:
         doc, _ = read_run_config(args.resume)
         saved = _config_from_doc(doc)
-        cfg = saved.replace(strategy=args.strategy, steps=args.steps if args.steps is not None else saved.steps)
+        cfg = saved.replace(strategy=args.strategy or saved.strategy,
+                            steps=args.steps if args.steps is not None else saved.steps)
         result = train(cfg, args.resume, data=args.data, resume=True, progress=not args.no_progress)
     else:
         if not args.data:

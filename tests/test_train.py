@@ -299,6 +299,13 @@ def test_cli_train_and_resume(tmp_path, small_data, capsys):
     assert cli.main(["train", "--resume", str(run), "--steps", "4", "--no-progress"]) == 0
     assert json.loads((run / "weights/last.state.json").read_text())["step"] == 4
     assert "step 4" in capsys.readouterr().out
+    # A TrainConfig JSON works as well as flags (flags override it).
+    cfg_json = tmp_path / "train.json"
+    cfg_json.write_text(json.dumps(_tiny_cfg(steps=3, validate_every=3).to_dict()))
+    assert cli.main(["train", "--data", str(npz), "--run", str(tmp_path / "run2"), "--config", str(cfg_json),
+                     "--steps", "2", "--no-progress"]) == 0
+    doc2 = json.loads((tmp_path / "run2/config.json").read_text())
+    assert doc2["train"]["steps"] == 2 and doc2["train"]["validate_every"] == 3 and doc2["model"]["width"] == 8
     # User mistakes: one line, exit status 2.
     assert cli.main(["train", "--data", str(tmp_path / "nope.npz"), "--run", str(tmp_path / "x")]) == 2
     assert "not found" in capsys.readouterr().err
