@@ -59,7 +59,7 @@ import numpy as np
 import tensorflow as tf
 
 from dfcan_tf import losses
-from dfcan_tf.config import STRATEGIES, ModelConfig, TrainConfig, load_json, save_json
+from dfcan_tf.config import STRATEGIES, DiscriminatorConfig, ModelConfig, TrainConfig, load_json, save_json
 from dfcan_tf.errors import DfcanError
 from dfcan_tf.io import atomic_path
 from dfcan_tf.runs import read_run_config, save_weights, weights_path, write_config
@@ -1022,13 +1022,14 @@ def benchmark_train(args: argparse.Namespace, sgemm: float) -> dict:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", help="DL-SR patch folder (training/, training_gt/, validate/, validate_gt/) "
-                                       "or an .npz with x_train, y_train, x_val, y_val")
+    parser.add_argument("--data", help="DL-SR patch folder (training_wf/ or training/, training_gt/, validate_wf/ "
+                                       "or validate/, validate_gt/; see --task) or an .npz with x_train, y_train, "
+                                       "x_val, y_val; with --resume, defaults to the run's own")
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--run", help="new run folder to create")
     where.add_argument("--resume", metavar="RUN", help="continue RUN from its last checkpoint")
     parser.add_argument("--mode", choices=["dfcan", "dfgan"], default="dfcan")
-    parser.add_argument("--config", help="TrainConfig JSON (as in a run's config.json 'train' + 'model')")
+    parser.add_argument("--config", help="TrainConfig JSON (TrainConfig.to_dict()); flags given override it")
     parser.add_argument("--task", choices=["sisr", "sim"], default="sisr",
                         help="patch folders: wide-field input (training_wf/) or SIM frames (training/)")
     parser.add_argument("--normalization", choices=NORMALIZATIONS, default="minmax")
@@ -1043,6 +1044,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       ("log-every", int), ("plateau-patience", int), ("seed", int), ("g-updates", int)):
         t.add_argument(f"--{name}", type=typ, default=None)
     t.add_argument("--init-generator", help="DFGAN: run folder or weights of a DFCAN-shaped net to start from")
+    t.add_argument("--strided-discriminator", action="store_true",
+                   help="DFGAN: the cheaper discriminator variant striding each block by 2 (not the paper's)")
     parser.add_argument("--strategy", choices=STRATEGIES, default=None,
                         help="default: one device; mirrored: all local devices; multi-worker: TF_CONFIG cluster "
                              "(new run: default; --resume: the run's own)")
@@ -1085,9 +1088,13 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         changes["strategy"] = args.strategy
     if args.mixed_precision:
         changes["mixed_precision"] = True
-    if base.mode == "dfgan" and "patch_size" in changes:
-        changes["discriminator"] = base.discriminator.__class__(
-            **{**base.discriminator.to_dict(), "input_size": changes["patch_size"] * model.scale})
+    if base.mode == "dfgan":
+        disc = {**base.discriminator.to_dict(), "input_size": changes.get("patch_size", base.patch_size) * model.scale}
+        if args.strided_discriminator:
+            disc["downsample"] = True
+        changes["discriminator"] = DiscriminatorConfig.from_dict(disc)
+    elif args.strided_discriminator:
+        raise DfcanError("--strided-discriminator applies to --mode dfgan only")
     return base.replace(**changes)
 
 

@@ -413,3 +413,21 @@ def test_benchmark_train_prints_rate_and_sgemm_fraction(capsys):
     assert "steps/s" in text and "% of sgemm" in text and "128x128 patches, batch 4" in text
     assert out["steps_per_s"] > 0 and out["gflop_per_step"] == pytest.approx(
         training_flops(ModelConfig.dfcan(), 128, 128, 4) / 1e9)
+
+
+def test_cli_dfgan_run(tmp_path, small_data):
+    npz = tmp_path / "data.npz"
+    np.savez(npz, x_train=small_data[0], y_train=small_data[1], x_val=small_data[2], y_val=small_data[3])
+    run = tmp_path / "gan"
+    assert cli.main(["train", "--mode", "dfgan", "--data", str(npz), "--run", str(run), "--width", "8",
+                     "--n-groups", "1", "--n-blocks", "1", "--size-psc", "16", "--reduction", "4", "--patch-size", "16",
+                     "--steps", "2", "--validate-every", "2", "--strided-discriminator", "--no-progress"]) == 0
+    doc = json.loads((run / "config.json").read_text())
+    assert doc["train"]["mode"] == "dfgan" and doc["train"]["batch_size"] == 2 and doc["train"]["d_lr"] == 2e-5
+    assert doc["model"]["architecture"] == "dfgan_generator" and doc["model"]["gamma"] == 0.1
+    assert doc["discriminator"] == {**DiscriminatorConfig(input_size=32, downsample=True).to_dict()}
+    with open(run / "history.csv") as f:
+        row = next(csv.DictReader(f))
+    assert float(row["d_lr"]) == pytest.approx(2e-5) and float(row["d_loss"]) > 0
+    assert load_run(run).model_config.architecture == "dfgan_generator"
+    assert cli.main(["train", "--data", str(npz), "--run", str(tmp_path / "x"), "--strided-discriminator"]) == 2
