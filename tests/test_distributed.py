@@ -17,7 +17,7 @@ import h5py
 import numpy as np
 import pytest
 
-from tests.test_train import simulate_pairs
+from test_train import simulate_pairs  # tests/ is on sys.path (rootdir-less test modules)
 
 TINY_ARGS = ["--width", "8", "--n-groups", "1", "--n-blocks", "1", "--size-psc", "16", "--reduction", "4",
              "--patch-size", "16", "--batch-size", "4", "--steps", "6", "--validate-every", "3",

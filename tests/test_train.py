@@ -133,10 +133,15 @@ def test_tiny_dfcan_beats_bicubic(tmp_path):
     assert loaded.config["train"]["steps"] == 250 and loaded.config["train"]["lr"] == 1e-3
 
 
-def test_run_folder_contents(tmp_path, small_data):
+def test_run_folder_contents(tmp_path, small_data, capsys):
     run = tmp_path / "run"
     cfg = _tiny_cfg(steps=6)
-    train(cfg, run, data=small_data, progress=False)
+    train(cfg, run, data=small_data, progress=True)
+    out, err = capsys.readouterr()
+    # Console: the bicubic baseline, one summary line per validation, a progress bar with rate and ETA.
+    assert "bicubic-upsampled input NRMSE" in out
+    assert "step 3/6: val NRMSE" in out and "step 6/6: val NRMSE" in out and "lr " in out
+    assert "step/s" in err and "loss=" in err and "<" in err  # tqdm: rate, postfix, elapsed<remaining
     for name in ("config.json", "history.csv", "weights/best.weights.h5", "weights/last.weights.h5",
                  "weights/last.optimizer.h5", "weights/last.state.json", "samples/step_0000006.png"):
         assert (run / name).is_file(), name
