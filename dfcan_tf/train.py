@@ -72,16 +72,19 @@ HISTORY_FIELDS = ("step", "time_s", "lr", "d_lr", "loss", "d_loss", "g_adv", "va
 
 __all__ = [
     "ArraySource",
+    "FolderSource",
     "DFCANTrainer",
     "DFGAN",
     "TrainResult",
     "train",
+    "build_trainer",
     "make_strategy",
     "save_optimizer",
     "load_optimizer",
     "training_flops",
     "benchmark_train",
     "add_arguments",
+    "config_from_args",
     "run_from_args",
 ]
 
