@@ -49,6 +49,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -945,10 +946,10 @@ def _run(cfg, run_dir, out_dir, is_chief, strategy, train_src, val_src, data_inf
                     tf.summary.scalar("val/lr", row["lr"], step=step)
                     writer.flush()
                     if is_chief:
-                        history.append(row)
-                        _write_history(out_dir / "history.csv", history)
                         if improved:
                             save_weights(network, wdir / "best.weights.h5")
+                        history.append(row)
+                        _write_history(out_dir / "history.csv", history)
                     checkpoint(step)
                     if progress and is_chief:
                         tqdm.write(f"step {step}/{cfg.steps}: val NRMSE {nrmse:.4f}  SSIM {metrics['ssim']:.4f}  "
@@ -958,7 +959,12 @@ def _run(cfg, run_dir, out_dir, is_chief, strategy, train_src, val_src, data_inf
                     checkpoint(step)
                     break
     except KeyboardInterrupt:
-        checkpoint(step)  # the interrupted step is complete: tf.function calls are not cut short
+        # A step's tf.function call is never cut short, but Ctrl-C may land after it returned and before
+        # `step` was counted: the optimizer's own counter says how many steps were applied.
+        done = int(keras.ops.convert_to_numpy(opts[g_key].iterations)) // (cfg.g_updates if is_gan else 1)
+        checkpoint(done)
+        if is_chief:
+            tqdm.write(f"interrupted: checkpoint at step {done}; continue with --resume {run_dir}", file=sys.stderr)
         raise
     finally:
         bar.close()

@@ -170,10 +170,17 @@ def _opt_arrays(path):
         return {f"{g}/{k}": np.asarray(f[g][k]) for g in f for k in f[g]}
 
 
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, small_data):
+    """The uninterrupted 12-step tiny runs that interrupted ones are compared with, per mode."""
+    root = tmp_path_factory.mktemp("uninterrupted")
+    return {mode: train(_tiny_cfg(mode), root / mode, data=small_data, progress=False) for mode in ("dfcan", "dfgan")}
+
+
 @pytest.mark.parametrize("mode", ["dfcan", "dfgan"])
-def test_resume_equals_uninterrupted(tmp_path, small_data, mode):
+def test_resume_equals_uninterrupted(tmp_path, small_data, mode, uninterrupted):
     cfg = _tiny_cfg(mode)
-    full = train(cfg, tmp_path / "full", data=small_data, progress=False)
+    full = uninterrupted[mode]
     part = train(cfg, tmp_path / "part", data=small_data, stop_at=5, progress=False)
     assert part.step == 5
     state = json.loads((tmp_path / "part/weights/last.state.json").read_text())
@@ -185,12 +192,12 @@ def test_resume_equals_uninterrupted(tmp_path, small_data, mode):
     assert resumed.lr == pytest.approx(full.lr) and full.lr == pytest.approx(2e-4)
     if mode == "dfgan":
         assert resumed.d_lr == pytest.approx(full.d_lr) and full.d_lr == pytest.approx(1e-4)
-    a = _opt_arrays(tmp_path / "full/weights/last.optimizer.h5")
+    a = _opt_arrays(full.run_dir / "weights/last.optimizer.h5")
     b = _opt_arrays(tmp_path / "part/weights/last.optimizer.h5")
     assert a.keys() == b.keys() and len(a) > 4
     for k in a:  # iterations, learning rate and every Adam moment
         np.testing.assert_allclose(b[k], a[k], rtol=1e-5, atol=1e-7, err_msg=k)
-    wa = load_run(tmp_path / "full", "last").model.get_weights()
+    wa = load_run(full.run_dir, "last").model.get_weights()
     wb = load_run(tmp_path / "part", "last").model.get_weights()
     for x, y in zip(wa, wb, strict=True):
         np.testing.assert_allclose(y, x, rtol=1e-5, atol=1e-6)
@@ -199,6 +206,31 @@ def test_resume_equals_uninterrupted(tmp_path, small_data, mode):
     assert hb == ha
     np.testing.assert_allclose([r["val_nrmse"] for r in resumed.history], [r["val_nrmse"] for r in full.history],
                                rtol=1e-5)
+
+
+def test_ctrl_c_checkpoints_the_applied_step_and_resumes(tmp_path, small_data, monkeypatch, uninterrupted):
+    import dfcan_tf.train as train_module
+
+    cfg = _tiny_cfg()
+    full = uninterrupted["dfcan"]
+    write_history = train_module._write_history
+
+    def interrupted(path, rows):  # Ctrl-C during the validation of step 6, before its checkpoint
+        write_history(path, rows)
+        if rows[-1]["step"] == 6:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "_write_history", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "int", data=small_data, progress=False)
+    monkeypatch.undo()
+    assert json.loads((tmp_path / "int/weights/last.state.json").read_text())["step"] == 6
+    resumed = train(None, tmp_path / "int", data=small_data, resume=True, progress=False)
+    assert resumed.step == 12 and resumed.lr == pytest.approx(full.lr)
+    assert [r["step"] for r in resumed.history] == [3, 6, 9, 12]
+    for x, y in zip(load_run(full.run_dir, "last").model.get_weights(),
+                    load_run(tmp_path / "int", "last").model.get_weights(), strict=True):
+        np.testing.assert_allclose(y, x, rtol=1e-5, atol=1e-6)
 
 
 def test_resume_refuses_changed_recipe(tmp_path, small_data):
