@@ -17,8 +17,10 @@ input pixels (1024 × 1024) is predicted whole, a larger one in tiles of
 overlap. Measured on this project's CI machine with the paper's DFCAN (1.93 M
 parameters, ×2, graph mode): peak memory above the idle process is 0.8 GB for a
 whole 512² input, 3.2 GB for a whole 1024² input, and 0.25 GB (256² tiles) or
-0.9 GB (512² tiles) for a 2048² input predicted tiled to 4096² — the tile, not
-the image, sets it.
+1.0 GB (512² tiles, ``dfcan benchmark predict``: +988 MB, process maximum
+1.7 GB) for a 2048² input predicted tiled to 4096² — the tile, not the image,
+sets it. (Eager calls of the Keras model instead keep every intermediate
+tensor: 7.7 GB for a whole 512² input; hence the ``tf.function``.)
 
 Tiled versus whole
 ------------------
@@ -27,24 +29,28 @@ then a global average pool), and the spectrum magnitude grows with the input
 size, so a tile's attention weights differ from the whole image's and tiled
 output can never equal whole output. The overlap does not matter for this
 (16, 32 or 64 pixels give the same figures); the tile/image size ratio does.
-NRMSE between min-max normalised tiled and whole outputs on a simulated
-wide-field image of filaments (Poisson noise, randomly initialised full-size
-DFCAN, two initialisations):
+NRMSE between min-max normalised tiled and whole outputs, overlap 32:
 
-=============  =====  ==============  ===================
-image          tile   NRMSE           max abs difference
-=============  =====  ==============  ===================
-384²           256    0.26–0.54 %     0.007–0.012
-384²           128    0.58–1.35 %     0.014–0.028
-1024²          512    0.71 %          0.019
-1024²          384    1.09 %          0.027
-1024²          256    1.67 %          0.038
-=============  =====  ==============  ===================
+=========================================  =====  =====  ===========  ========
+model, image                               side   tile   NRMSE        max diff
+=========================================  =====  =====  ===========  ========
+trained DFCAN (250 steps), simulated       512    256    0.50 %       0.0064
+microtubules at 60 and 600 photons         512    128    0.79–0.90 %  0.011
+random-init DFCAN, simulated filaments     384    256    0.26–0.54 %  0.012
+\                                          1024   512    0.71 %       0.019
+\                                          1024   256    1.67 %       0.038
+=========================================  =====  =====  ===========  ========
 
-For comparison, predicting a second acquisition of the same scene (a new
-Poisson noise draw) changes the whole-image output by 3.5 % NRMSE (maximum
-0.13): the tiling difference at the defaults (ratio ≤ 4, ≲ 1.7 %) stays well
-below the output's own shot-noise variability, i.e. below what is visible.
+What is visible is set by the data: predicting a second acquisition of the
+same scene (a new Poisson draw) changes the trained model's whole-image
+output by 1.8 % NRMSE (max 0.023) at 600 photons and 5.0 % (max 0.083) at 60
+photons, 3–10× the tiling difference; and tiling moved the NRMSE against the
+GT-SIM image from 0.2946 to 0.2950 (tile 256) — far below anything a reader
+of the metrics or of the image would notice. Hence the defaults: whole image
+up to 1024² input pixels (no difference at all), 512-pixel tiles with 32
+pixels overlap beyond (a 2048² image is a tile/image ratio of 4: about 0.9 %
+with the trained model, 1.7 % with the random one). Smaller tiles
+(``tile_size=256``) cut memory and time further at about twice the difference.
 The overlap only has to hide the zero padding of the convolutions (local halo
 :func:`dfcan_tf.tiling.dfcan_halo` = 35 px; the blending window discards the
 outer quarter of each overlap band).
