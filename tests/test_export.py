@@ -18,7 +18,7 @@ from dfcan_tf.errors import DfcanError
 from dfcan_tf.runs import load_run, write_run
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = dict(width=8, n_groups=1, n_blocks=1, size_psc=16, reduction=4)
+TINY = {"width": 8, "n_groups": 1, "n_blocks": 1, "size_psc": 16, "reduction": 4}
 SIZES = (32, 45)  # 45: not a power of two; both above size_psc, so the spectrum resize samples
 TOL = 1e-4
 
@@ -126,7 +126,7 @@ assert onnx_predict.model_config(session)["model"]["input_channels"] == 9
 assert onnx_predict.main([{str(model)!r}, {str(tmp_path / 'in.tif')!r}, {str(tmp_path / 'out.tif')!r}]) == 0
 assert "tensorflow" not in sys.modules and "keras" not in sys.modules, "TensorFlow was imported"
 """
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
     x = np.moveaxis(raw.astype(np.float32), 0, -1)
     x = ((x - x.min()) / (x.max() - x.min()))[None]
@@ -284,7 +284,7 @@ def test_benchmark_backends_quick(capsys):
     import argparse
 
     rows = E.benchmark_backends(argparse.Namespace(quick=True, threads=2), sgemm=100.0)
-    assert {r["backend"] for r in rows} >= {"keras", "onnxruntime", "litert"} and {r["size"] for r in rows} == {64, 128}
+    assert {r["backend"] for r in rows} >= {"keras", "onnxruntime", "litert"} and {r["size"] for r in rows} == {64, 96}
     assert all(r["seconds"] > 0 and r["gflop"] > 0 and r["max_abs_diff"] <= TOL for r in rows)
     out = capsys.readouterr().out
-    assert "/sgemm" in out and "fastest at 128x128" in out
+    assert "/sgemm" in out and "fastest at 96x96" in out

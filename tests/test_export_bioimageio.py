@@ -8,11 +8,10 @@ import numpy as np
 import pytest
 
 from dfcan_tf import cli
-from dfcan_tf import export as E
 from dfcan_tf.config import ModelConfig
 from dfcan_tf.runs import load_run, write_run
 
-TINY = dict(width=8, n_groups=1, n_blocks=1, size_psc=16, reduction=4)
+TINY = {"width": 8, "n_groups": 1, "n_blocks": 1, "size_psc": 16, "reduction": 4}
 
 
 @pytest.fixture(scope="module")
