@@ -58,7 +58,7 @@ _LABELS = {
     "resolution_nm": "resolution (nm, decorrelation)",
 }
 
-__all__ = ["evaluate_run", "EvaluationResult", "bicubic_upsample", "METRICS"]
+__all__ = ["METRICS", "EvaluationResult", "bicubic_upsample", "evaluate_run"]
 
 
 @dataclass
@@ -270,7 +270,7 @@ def evaluate_run(
                 predictions.append((dest, pred, sr_px))
         except DfcanError as exc:
             result.failures.append((rec.raw_path, str(exc)))
-        except Exception as exc:  # report the record and continue with the others
+        except Exception as exc:  # noqa: BLE001 -- any failure is reported per record; the others continue
             result.failures.append((rec.raw_path, f"{rec.raw_path}: {type(exc).__name__}: {exc}"))
     if not result.rows:
         details = "; ".join(m for _, m in result.failures[:3])

@@ -50,17 +50,17 @@ MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 _NORM_EPS = 1e-7
 
 __all__ = [
+    "decorrelation_curve",
+    "decorrelation_resolution",
+    "evaluate_pair",
+    "frc_curve",
+    "frc_resolution",
     "minmax_norm",
+    "ms_ssim",
     "mse",
     "nrmse",
     "psnr",
     "ssim",
-    "ms_ssim",
-    "evaluate_pair",
-    "decorrelation_curve",
-    "decorrelation_resolution",
-    "frc_curve",
-    "frc_resolution",
 ]
 
 

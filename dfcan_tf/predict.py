@@ -37,8 +37,8 @@ model, image                               side   tile   NRMSE        max diff
 trained DFCAN (250 steps), simulated       512    256    0.50 %       0.0064
 microtubules at 60 and 600 photons         512    128    0.79–0.90 %  0.011
 random-init DFCAN, simulated filaments     384    256    0.26–0.54 %  0.012
-\                                          1024   512    0.71 %       0.019
-\                                          1024   256    1.67 %       0.038
+random-init DFCAN, simulated filaments     1024   512    0.71 %       0.019
+random-init DFCAN, simulated filaments     1024   256    1.67 %       0.038
 =========================================  =====  =====  ===========  ========
 
 What is visible is set by the data: predicting a second acquisition of the
@@ -83,17 +83,17 @@ INPUT_SUFFIXES = (".tif", ".tiff", ".mrc", ".dv")
 BACKENDS = ("keras", "onnx", "tflite", "saved_model")
 
 __all__ = [
-    "predict_image",
-    "predict_files",
-    "remove_hot_pixels",
-    "expand_inputs",
-    "resolve_run",
-    "predict_file",
+    "DEFAULT_OVERLAP",
+    "DEFAULT_TILE_SIZE",
+    "WHOLE_IMAGE_MAX_PIXELS",
     "PredictSummary",
     "benchmark_predict",
-    "DEFAULT_TILE_SIZE",
-    "DEFAULT_OVERLAP",
-    "WHOLE_IMAGE_MAX_PIXELS",
+    "expand_inputs",
+    "predict_file",
+    "predict_files",
+    "predict_image",
+    "remove_hot_pixels",
+    "resolve_run",
 ]
 
 
@@ -346,7 +346,8 @@ def resolve_run(run: Any, backend: str, which: str) -> tuple[Any, dict, int, int
         loaded = runs.load_run(run, which=which)
         return loaded.model, dict(loaded.data), loaded.scale, loaded.input_channels
     doc, model_config = runs.read_run_config(run)
-    from dfcan_tf.export import load_backend  # written separately; only needed for non-Keras backends
+    # Imported here: only non-Keras backends need the export machinery.
+    from dfcan_tf.export import load_backend
 
     return (load_backend(run, backend, which=which), dict(doc.get("data") or {}), model_config.scale,
             model_config.input_channels)
@@ -485,7 +486,7 @@ def predict_files(
             ))
         except DfcanError as exc:
             summary.failures.append((f, str(exc)))
-        except Exception as exc:  # keep going; report the file and what broke
+        except Exception as exc:  # noqa: BLE001 -- any failure is reported per file; the others continue
             summary.failures.append((f, f"{f}: {type(exc).__name__}: {exc}"))
     summary.seconds = time.perf_counter() - t0
     return summary

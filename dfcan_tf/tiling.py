@@ -41,7 +41,7 @@ import numpy as np
 
 from dfcan_tf.errors import DfcanError
 
-__all__ = ["TileSpec", "axis_tiles", "blend_weights_1d", "tile_specs", "Stitcher", "predict_tiled", "dfcan_halo"]
+__all__ = ["Stitcher", "TileSpec", "axis_tiles", "blend_weights_1d", "dfcan_halo", "predict_tiled", "tile_specs"]
 
 
 def dfcan_halo(n_groups: int = 4, n_blocks: int = 4, scale: int = 2) -> int:

@@ -20,7 +20,7 @@ from dfcan_tf.predict import predict_image
 from dfcan_tf.runs import load_run, write_run
 from dfcan_tf.simulate import simulate_dataset
 
-TINY = dict(width=8, n_groups=1, n_blocks=1, size_psc=16, reduction=4)
+TINY = {"width": 8, "n_groups": 1, "n_blocks": 1, "size_psc": 16, "reduction": 4}
 
 
 def _run(path: Path, channels: int, scale: int = 2) -> Path:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from scipy import ndimage as ndi
@@ -104,7 +106,7 @@ def test_decorrelation_resolution_tracks_the_blur():
         # Decorrelation resolution is close to the PSF FWHM for a dense, noisy object.
         assert 0.8 * fwhm < res < 1.5 * fwhm, (sigma, res, fwhm)
         results.append(res)
-    assert all(a < b for a, b in zip(results, results[1:])), results
+    assert all(a < b for a, b in itertools.pairwise(results)), results
 
 
 def test_decorrelation_scales_with_pixel_size_and_rejects_noise():

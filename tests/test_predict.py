@@ -24,7 +24,7 @@ from dfcan_tf.predict import (
 )
 from dfcan_tf.runs import write_run
 
-TINY = dict(width=8, n_groups=1, n_blocks=1, size_psc=16, reduction=4)
+TINY = {"width": 8, "n_groups": 1, "n_blocks": 1, "size_psc": 16, "reduction": 4}
 
 
 def _make_run(path: Path, channels: int, scale: int = 2) -> Path:

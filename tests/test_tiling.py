@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
 from dfcan_tf.errors import DfcanError
-from dfcan_tf.tiling import Stitcher, axis_tiles, blend_weights_1d, dfcan_halo, predict_tiled, tile_specs
+from dfcan_tf.tiling import (
+    Stitcher,
+    axis_tiles,
+    blend_weights_1d,
+    dfcan_halo,
+    predict_tiled,
+    tile_specs,
+)
 
 
 @pytest.mark.parametrize(
@@ -19,7 +28,7 @@ def test_axis_tiles_cover_with_overlap(length, tile, overlap):
     size = min(tile, length)
     assert spans[0][0] == 0 and spans[-1][1] == length
     assert all(b - a == size for a, b in spans)
-    for (a0, b0), (a1, b1) in zip(spans, spans[1:]):
+    for (a0, b0), (a1, b1) in itertools.pairwise(spans):
         assert b0 - a1 >= overlap  # at least the requested overlap
         assert a1 > a0
 
