@@ -263,3 +263,29 @@ def test_benchmark_predict_quick_prints_memory_and_time(capsys):
     line = capsys.readouterr().out
     assert "512x512 -> 1024x1024 tiled (9 tiles of 256" in line
     assert "peak memory +" in line and " MB" in line and "GFLOP/s" in line
+
+
+def test_divide65535_runs_keep_the_raw_output(tmp_path):
+    keras.utils.set_random_seed(3)
+    cfg = ModelConfig.dfcan(1, 2, **TINY)
+    model = cfg.build()
+    run = write_run(tmp_path / "run", model, cfg, data={"normalization": "divide65535", "pixel_size_nm": 62.6})
+    img = np.random.default_rng(7).integers(100, 3000, (24, 24)).astype(np.uint16)
+    write_tiff(tmp_path / "in" / "a.tif", img)
+    assert predict_files(run, tmp_path / "in", tmp_path / "out", dtype="float32", progress=False).ok
+    out, _ = read_tiff(tmp_path / "out" / "a.tif")
+    expected = model(img[None, :, :, None].astype(np.float32) / 65535.0, training=False).numpy()[0, ..., 0]
+    np.testing.assert_allclose(out, expected, atol=1e-5)  # input / 65535, output not stretched
+
+
+@pytest.mark.slow
+def test_full_size_2048_tiled_prediction_stays_under_stated_memory():
+    from dfcan_tf.predict import (
+        DEFAULT_TILE_SIZE,
+        PEAK_MEMORY_2048_MB,
+        measure_tiled_prediction,
+    )
+
+    m = measure_tiled_prediction(ModelConfig.dfcan(1, 2), 2048, DEFAULT_TILE_SIZE)
+    assert m["output_shape"] == (4096, 4096)
+    assert m["peak_mb"] < PEAK_MEMORY_2048_MB, m
