@@ -30,19 +30,19 @@ PACKAGE = "dfcan_tf"
 _NORM_EPS = 1e-7  # the reference's guard against flat images (per-image normalisation)
 
 __all__ = [
-    "batch_minmax",
-    "per_image_minmax",
-    "mse_ssim_loss",
-    "MSESSIMLoss",
-    "image_mse",
-    "image_nrmse",
-    "image_psnr",
-    "image_ssim",
-    "image_metrics",
     "ImageMSE",
     "ImageNRMSE",
     "ImagePSNR",
     "ImageSSIM",
+    "MSESSIMLoss",
+    "batch_minmax",
+    "image_metrics",
+    "image_mse",
+    "image_nrmse",
+    "image_psnr",
+    "image_ssim",
+    "mse_ssim_loss",
+    "per_image_minmax",
 ]
 
 

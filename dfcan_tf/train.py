@@ -60,7 +60,14 @@ import numpy as np
 import tensorflow as tf
 
 from dfcan_tf import losses
-from dfcan_tf.config import STRATEGIES, DiscriminatorConfig, ModelConfig, TrainConfig, load_json, save_json
+from dfcan_tf.config import (
+    STRATEGIES,
+    DiscriminatorConfig,
+    ModelConfig,
+    TrainConfig,
+    load_json,
+    save_json,
+)
 from dfcan_tf.errors import DfcanError
 from dfcan_tf.io import atomic_path
 from dfcan_tf.runs import read_run_config, save_weights, weights_path, write_config
@@ -72,21 +79,21 @@ HISTORY_FIELDS = ("step", "time_s", "lr", "d_lr", "loss", "d_loss", "g_adv", "va
                   "val_ssim", "best_nrmse")
 
 __all__ = [
-    "ArraySource",
-    "FolderSource",
-    "DFCANTrainer",
     "DFGAN",
+    "ArraySource",
+    "DFCANTrainer",
+    "FolderSource",
     "TrainResult",
-    "train",
-    "build_trainer",
-    "make_strategy",
-    "save_optimizer",
-    "load_optimizer",
-    "training_flops",
-    "benchmark_train",
     "add_arguments",
+    "benchmark_train",
+    "build_trainer",
     "config_from_args",
+    "load_optimizer",
+    "make_strategy",
     "run_from_args",
+    "save_optimizer",
+    "train",
+    "training_flops",
 ]
 
 
@@ -450,13 +457,12 @@ def save_optimizer(optimizers: dict[str, keras.optimizers.Optimizer], path: str 
     """Save the variables of each optimizer (iterations, learning rate, moments) to one HDF5 file, atomically."""
     import h5py
 
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as f:
-            for key, opt in optimizers.items():
-                g = f.create_group(key)
-                for i, v in enumerate(_opt_variables(opt)):
-                    d = g.create_dataset(f"{i:04d}", data=np.asarray(keras.ops.convert_to_numpy(v)))
-                    d.attrs["path"] = v.path
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        for key, opt in optimizers.items():
+            g = f.create_group(key)
+            for i, v in enumerate(_opt_variables(opt)):
+                d = g.create_dataset(f"{i:04d}", data=np.asarray(keras.ops.convert_to_numpy(v)))
+                d.attrs["path"] = v.path
 
 
 def load_optimizer(optimizers: dict[str, keras.optimizers.Optimizer], path: str | os.PathLike) -> None:
@@ -580,12 +586,11 @@ def _read_history(path: Path, upto: int) -> list[dict]:
 
 
 def _write_history(path: Path, rows: list[dict]) -> None:
-    with atomic_path(path) as tmp:
-        with tmp.open("w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=HISTORY_FIELDS)
-            w.writeheader()
-            for r in rows:
-                w.writerow({k: ("" if r.get(k) is None else r[k]) for k in HISTORY_FIELDS})
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=HISTORY_FIELDS)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: ("" if r.get(k) is None else r[k]) for k in HISTORY_FIELDS})
 
 
 def _wf(x: np.ndarray) -> np.ndarray:
@@ -630,7 +635,7 @@ def _load_init_generator(generator: keras.Model, source: str) -> None:
         raise DfcanError(f"{source}: no weights to start the generator from")
     try:
         generator.load_weights(path)
-    except Exception as exc:  # keras/h5py raise several types on mismatch
+    except Exception as exc:  # noqa: BLE001 - keras/h5py raise several types on mismatch
         raise DfcanError(f"{path}: cannot start the generator from these weights; the network must have the "
                          f"generator's shape ({type(exc).__name__}: {exc})") from None
 

@@ -16,8 +16,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-
-from test_train import simulate_pairs  # tests/ is on sys.path (rootdir-less test modules)
+from test_train import (
+    simulate_pairs,  # tests/ is on sys.path (rootdir-less test modules)
+)
 
 TINY_ARGS = ["--width", "8", "--n-groups", "1", "--n-blocks", "1", "--size-psc", "16", "--reduction", "4",
              "--patch-size", "16", "--batch-size", "4", "--steps", "6", "--validate-every", "3",
@@ -85,7 +86,7 @@ MIRRORED = textwrap.dedent("""
 def test_mirrored_on_two_logical_cpus(tmp_path, npz):
     run = tmp_path / "run"
     proc = subprocess.run([sys.executable, "-c", MIRRORED, str(npz), str(run), *TINY_ARGS], env=_env(),
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     state = json.loads((run / "weights/last.state.json").read_text())
     assert state["step"] == 6 and state["replicas"] == 2

@@ -15,7 +15,14 @@ from dfcan_tf.config import DiscriminatorConfig, ModelConfig, TrainConfig
 from dfcan_tf.errors import DfcanError
 from dfcan_tf.losses import image_nrmse
 from dfcan_tf.runs import load_run
-from dfcan_tf.train import DFGAN, ArraySource, DFCANTrainer, build_trainer, train, training_flops
+from dfcan_tf.train import (
+    DFGAN,
+    ArraySource,
+    DFCANTrainer,
+    build_trainer,
+    train,
+    training_flops,
+)
 
 
 def simulate_pairs(n, size, rng, scale=2, filaments=40, sigma_gt=1.0, sigma_lo=2.0, noise=0.01):
@@ -40,14 +47,14 @@ def simulate_pairs(n, size, rng, scale=2, filaments=40, sigma_gt=1.0, sigma_lo=2
     return np.array(xs, np.float32)[..., None], np.array(ys, np.float32)[..., None]
 
 
-TINY_NET = dict(width=8, n_groups=1, n_blocks=1, size_psc=16, reduction=4)
-TINY_D = dict(widths=(8, 16), head_width=8, dense_width=16)
+TINY_NET = {"width": 8, "n_groups": 1, "n_blocks": 1, "size_psc": 16, "reduction": 4}
+TINY_D = {"widths": (8, 16), "head_width": 8, "dense_width": 16}
 
 
 def _tiny_cfg(mode="dfcan", **kw):
     mc = ModelConfig.dfcan(1, 2, **TINY_NET)
-    base = dict(patch_size=16, batch_size=2, steps=12, lr=1e-3, validate_every=3, validate_patches=4,
-                sample_every=6, log_every=2, plateau_patience=1, plateau_min_delta=1.0, min_lr_ratio=0.2)
+    base = {"patch_size": 16, "batch_size": 2, "steps": 12, "lr": 1e-3, "validate_every": 3, "validate_patches": 4,
+                "sample_every": 6, "log_every": 2, "plateau_patience": 1, "plateau_min_delta": 1.0, "min_lr_ratio": 0.2}
     base.update(kw)
     if mode == "dfcan":
         return TrainConfig.dfcan(mc, **base)
@@ -76,8 +83,8 @@ def test_train_config_recipe_defaults_and_validation():
         2, 1e-4, 2e-5, 3, 0.1, 1000)
     assert g.model.architecture == "dfgan_generator" and g.discriminator.input_size == 256
     assert TrainConfig.from_dict(json.loads(json.dumps(g.to_dict()))) == g
-    for bad, msg in [(dict(batch_size=0), "batch_size"), (dict(strategy="tpu"), "strategy"),
-                     (dict(plateau_factor=1.5), "plateau_factor"), (dict(lr=-1.0), "lr")]:
+    for bad, msg in [({"batch_size": 0}, "batch_size"), ({"strategy": "tpu"}, "strategy"),
+                     ({"plateau_factor": 1.5}, "plateau_factor"), ({"lr": -1.0}, "lr")]:
         with pytest.raises(DfcanError, match=msg):
             TrainConfig.dfcan(**bad)
     with pytest.raises(DfcanError, match="input_size"):
@@ -312,7 +319,7 @@ def test_full_size_dfgan_runs_one_step():
 def test_training_flops_counts_convolutions():
     mc = ModelConfig.dfcan(1, 2, width=16, n_groups=1, n_blocks=1, size_psc=8, reduction=4)
     h = w = 10
-    conv = lambda hw, cin, cout, k=9: 2 * hw * k * cin * cout  # noqa: E731
+    conv = lambda hw, cin, cout, k=9: 2 * hw * k * cin * cout
     fwd = (conv(100, 1, 16) + 2 * conv(100, 16, 16) + conv(64, 16, 16) + conv(1, 16, 4, 1) + conv(1, 4, 16, 1)
            + conv(100, 16, 64) + conv(400, 16, 1))
     assert training_flops(mc, h, w, 2) == 3 * 2 * fwd
