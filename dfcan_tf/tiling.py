@@ -34,7 +34,7 @@ difference is measured in :mod:`dfcan_tf.predict`, which picks the defaults.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -206,7 +206,6 @@ class Stitcher:
 
     def __init__(self, shape: tuple[int, int]):
         self.output = np.zeros(shape, dtype=np.float32)
-        self._covered = 0
 
     def add(self, spec: TileSpec, tile_output: np.ndarray) -> None:
         """Add one tile's output ``(sh, sw)`` at its place, weighted by its blending window."""
@@ -219,7 +218,6 @@ class Stitcher:
                 "(does the scale match the model?)"
             )
         self.output[rows, cols] += tile_output * spec.weight_rows[:, None] * spec.weight_cols[None, :]
-        self._covered += 1
 
     def result(self) -> np.ndarray:
         """The stitched output image (float32)."""
@@ -239,7 +237,7 @@ def predict_tiled(
     tile_size: int | tuple[int, int],
     overlap: int | tuple[int, int],
     batch_size: int = 1,
-    progress: bool | Iterable = False,
+    progress: bool = False,
 ) -> np.ndarray:
     """Run ``predict_batch`` tile by tile over ``image`` and stitch the outputs.
 
