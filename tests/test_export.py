@@ -30,14 +30,15 @@ CASES = {
 }
 
 
-def _make_run(path: Path, cfg: ModelConfig, seed: int = 0) -> Path:
+def _make_run(path: Path, cfg: ModelConfig, seed: int = 0, perturb: float = 0.2) -> Path:
     import keras
 
     keras.utils.set_random_seed(seed)
     model = cfg.build()
-    # Larger attention weights than the default init, so the Fourier branch visibly moves the output.
+    # Tiny nets: larger weights than the default init, so the Fourier branch visibly moves the
+    # output (in a full-size net this would overflow float32; keep perturb=0 there).
     rng = np.random.default_rng(seed)
-    model.set_weights([w + rng.normal(0, 0.2, w.shape).astype(np.float32) for w in model.get_weights()])
+    model.set_weights([w + rng.normal(0, perturb, w.shape).astype(np.float32) for w in model.get_weights()])
     return write_run(path, model, cfg, data={"task": "sim" if cfg.input_channels > 1 else "sisr",
                                               "normalization": "minmax", "pixel_size_nm": 62.6})
 
@@ -288,3 +289,13 @@ def test_benchmark_backends_quick(capsys):
     assert all(r["seconds"] > 0 and r["gflop"] > 0 and r["max_abs_diff"] <= TOL for r in rows)
     out = capsys.readouterr().out
     assert "/sgemm" in out and "fastest at 96x96" in out
+
+
+@pytest.mark.slow
+def test_full_size_dfcan_exports_match_at_502(tmp_path):
+    """The paper's DFCAN (random weights): ONNX and TFLite match Keras up to the authors' 502×502 input."""
+    cfg = ModelConfig.dfcan(1, 2)
+    run_dir = _make_run(tmp_path / "run", cfg, perturb=0.0)
+    onnx_result = E.export_run(run_dir, tmp_path / "m.onnx", "onnx", sizes=(96, 257))
+    tflite_result = E.export_run(run_dir, tmp_path / "m.tflite", "tflite", sizes=(128, 502))
+    assert max(onnx_result.max_abs_diff, tflite_result.max_abs_diff) <= TOL
