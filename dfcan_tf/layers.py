@@ -62,11 +62,15 @@ class GELU(keras.layers.Layer):
 
 
 def _fft_magnitude(x: tf.Tensor, gamma: float) -> tf.Tensor:
-    """``(|FFT2(x)| + 1e-8) ** gamma`` per channel of ``x`` (N, H, W, C), via ``tf.signal.fft2d``."""
-    xt = tf.transpose(x, [0, 3, 1, 2])
+    """``(|FFT2(x)| + 1e-8) ** gamma`` per channel of ``x`` (N, H, W, C), via ``tf.signal.fft2d``.
+
+    Computed in float32 whatever the input dtype (``tf.complex`` has no
+    float16 form, and half precision would lose the 1e-8 floor anyway).
+    """
+    xt = tf.cast(tf.transpose(x, [0, 3, 1, 2]), tf.float32)
     spectrum = tf.signal.fft2d(tf.complex(xt, tf.zeros_like(xt)))
     mag = tf.pow(tf.abs(spectrum) + 1e-8, gamma)
-    return tf.transpose(mag, [0, 2, 3, 1])
+    return tf.cast(tf.transpose(mag, [0, 2, 3, 1]), x.dtype)
 
 
 def _dft_matrices(freqs: tf.Tensor, length: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
