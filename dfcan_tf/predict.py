@@ -354,6 +354,22 @@ def resolve_run(run: Any, backend: str, which: str) -> tuple[Any, dict, int, int
             model_config.input_channels)
 
 
+def _reject_colour_tiff(path: Path) -> None:
+    """Raise if ``path`` is a TIFF tagged as colour (RGB samples, chunky or planar)."""
+    with open(path, "rb") as f:
+        if f.read(2) not in (b"II", b"MM"):
+            return  # not a TIFF (read_image has accepted it as MRC)
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        axes = tif.series[0].axes if tif.series else ""
+        photometric = tif.pages[0].photometric if len(tif.pages) else None
+    if "S" in axes or photometric == tifffile.PHOTOMETRIC.RGB:
+        raise DfcanError(
+            f"{path}: colour (RGB) TIFF with axes {axes}; expected a grayscale image or stack of frames"
+        )
+
+
 def predict_file(
     model: Any,
     path: str | os.PathLike,
@@ -383,6 +399,7 @@ def predict_file(
     if dtype not in ("uint16", "float32"):
         raise DfcanError(f"unsupported output type. Received: dtype={dtype!r}; expected 'uint16' or 'float32'")
     stack, meta = read_image(path)
+    _reject_colour_tiff(path)
     if stack.ndim != 3:
         raise DfcanError(f"{path}: expected an image or a stack of frames. Received: shape={stack.shape}")
     _check_image(stack, str(path))

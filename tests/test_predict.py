@@ -186,6 +186,8 @@ def test_bad_inputs_through_cli(sisr_run, tmp_path, capsys):
     tifffile.imwrite(src / "nan.tif", nan)
     tifffile.imwrite(src / "tiny.tif", np.ones((1, 1), np.uint16))
     tifffile.imwrite(src / "rgb.tif", np.stack([img.astype(np.uint8)] * 3, -1), photometric="rgb")
+    tifffile.imwrite(src / "planar.tif", np.stack([img.astype(np.uint8)] * 3), photometric="rgb",
+                     planarconfig="separate")
     tifffile.imwrite(src / "good8.tif", np.clip(img, 0, 255).astype(np.uint8))
     tifffile.imwrite(src / "good16.tif", img.astype(np.uint16))
     tifffile.imwrite(src / "good32f.tif", img.astype(np.float32))
@@ -195,7 +197,7 @@ def test_bad_inputs_through_cli(sisr_run, tmp_path, capsys):
     err = capsys.readouterr().err
     assert status == 1
     expected = {"corrupt.tif": "not a readable TIFF", "garbage.mrc": "MRC", "nan.tif": "NaN",
-                "tiny.tif": "too small", "rgb.tif": "colour"}
+                "tiny.tif": "too small", "rgb.tif": "colour", "planar.tif": "colour"}
     for name, problem in expected.items():
         line = next((ln for ln in err.splitlines() if name in ln), "")
         assert problem in line, (name, err)
