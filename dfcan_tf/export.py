@@ -27,18 +27,21 @@ Formats
     (no Select TF ops). The input's shape signature is ``[-1, -1, -1, C]``:
     before running another size, call
     ``interpreter.resize_tensor_input(0, [N, H, W, C])`` and
-    ``allocate_tensors()`` (what :func:`load_backend` does). A dynamic model
-    resized this way was measured ~2× faster in LiteRT than a model converted
-    at a fixed 502×502 size, so no fixed-size variant is offered.
+    ``allocate_tensors()`` (what :func:`load_backend` does). ``--tflite-size N``
+    converts for a fixed ``(1, N, N, C)`` input instead (for accelerator
+    delegates that need static shapes); on the CPU it is no faster (502²:
+    5.97 s fixed vs 6.23 s dynamic).
 ``saved_model``
     A TF2 SavedModel with one signature, ``serving_default``:
     ``{"input": (N, H, W, C)} -> {"output": (N, s·H, s·W, 1)}``.
 ``bioimageio``
     A bioimage.io model package (``.zip``, format 0.5): ``rdf.yaml``, ONNX and
-    SavedModel weights, test input/output tensors, a model card; the
-    pre-/post-processing (min-max normalisation of input and output) is
-    described in the RDF. Validated with ``bioimageio.spec`` and test-run with
-    ``bioimageio.core`` before it is kept.
+    SavedModel weights, test input/output tensors, a cover and a model card.
+    The input pre-processing (min-max normalisation, ``scale_range`` 0–100 %)
+    is declared in the RDF; the output is the network's sigmoid in (0, 1)
+    (the min-max stretch ``dfcan predict`` applies for 16-bit TIFF is
+    described in the card, see :func:`export_bioimageio`). Validated with
+    ``bioimageio.spec`` and test-run with ``bioimageio.core`` before it is kept.
 
 Timings and the FLOP count of the network are printed by
 :func:`benchmark_backends` (``dfcan benchmark predict``).
@@ -68,8 +71,8 @@ SUFFIXES = {"onnx": ".onnx", "tflite": ".tflite", "saved_model": "", "bioimageio
 DEFAULT_OPSET = 17
 MAX_OPSET = 18  # the highest tf2onnx 1.17 converts to on this stack
 TOLERANCE = 1e-4
-# One power of two and one not (and larger than the default size_psc of 128,
-# so the spectrum resize really downsamples and the sampled DFT really samples).
+# 64: a power of two below size_psc=128 (the spectrum resize upsamples); 150: not a power of
+# two and above size_psc (the resize downsamples, so the sampled DFT really samples).
 VERIFY_SIZES = (64, 150)
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
@@ -155,18 +158,19 @@ def simulated_image(size: int | tuple[int, int], channels: int = 1, *, seed: int
     return stack.astype(np.float32)
 
 
-def verification_inputs(channels: int, sizes: Sequence[int] = VERIFY_SIZES, *, seed: int = 0
-                        ) -> Iterator[tuple[str, np.ndarray]]:
-    """Yield ``(kind, batch)``: per size a random batch of 2 and a simulated image (batch of 1)."""
+def verification_inputs(channels: int, sizes: Sequence[int] = VERIFY_SIZES, *, seed: int = 0,
+                        random_batch: int = 2) -> Iterator[tuple[str, np.ndarray]]:
+    """Yield ``(kind, batch)``: per size a random batch (2 images) and a simulated image (batch of 1)."""
     rng = np.random.default_rng(seed)
     for size in sizes:
-        yield "random", rng.random((2, size, size, channels), dtype=np.float32)
+        yield "random", rng.random((random_batch, size, size, channels), dtype=np.float32)
         yield "simulated", simulated_image(size, channels, seed=seed + size)[None]
 
 
 def compare(artefact: Callable[[np.ndarray], np.ndarray], reference: Callable[[np.ndarray], np.ndarray],
             channels: int, scale: int, sizes: Sequence[int] = VERIFY_SIZES, tolerance: float = TOLERANCE,
-            what: str = "artefact", twin: Callable[[np.ndarray], np.ndarray] | None = None) -> list[Check]:
+            what: str = "artefact", twin: Callable[[np.ndarray], np.ndarray] | None = None,
+            random_batch: int = 2) -> list[Check]:
     """Run ``artefact`` and ``reference`` on :func:`verification_inputs`; raise if any differs by > tolerance.
 
     ``twin`` (optional) is another exact formulation of the reference (the
@@ -177,7 +181,7 @@ def compare(artefact: Callable[[np.ndarray], np.ndarray], reference: Callable[[n
     noise), not the export.
     """
     checks = []
-    for kind, x in verification_inputs(channels, sizes):
+    for kind, x in verification_inputs(channels, sizes, random_batch=random_batch):
         want = reference(x)
         got = np.asarray(artefact(x))
         expected_shape = (x.shape[0], scale * x.shape[1], scale * x.shape[2], 1)
@@ -273,14 +277,16 @@ def _serving_function(model, channels: int, *, as_dict: bool = False):
 
 
 @contextmanager
-def _staged(path: Path, *, directory: bool = False) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; move it onto ``path`` only if the block succeeds."""
+def _staged(path: Path) -> Iterator[Path]:
+    """Yield a temporary path (file or folder, not yet created) beside ``path``; move it onto ``path`` on success.
+
+    The temporary lives in a private folder in the destination's folder, so the
+    final rename stays on one file system and a failure leaves nothing behind.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".part-{path.name}-", dir=path.parent))
     tmp = tmp_dir / path.name
     try:
-        if directory:
-            tmp.mkdir()
         yield tmp
         if path.is_dir() and not path.is_symlink():
             # os.replace cannot replace a non-empty folder: move the old one aside first.
@@ -364,16 +370,24 @@ def _onnx_runner(path: Path, threads: int | None = None):
 # TFLite / LiteRT
 # --------------------------------------------------------------------------------------------
 
-def to_tflite_bytes(model, channels: int) -> bytes:
+def to_tflite_bytes(model, channels: int, fixed_size: int | None = None) -> bytes:
     """Convert a (portable) Keras SR network to a TFLite flatbuffer with builtin ops only.
 
-    The input's shape signature stays ``[-1, -1, -1, C]``; resize it at run
-    time with ``resize_tensor_input``. The concrete function is converted
-    without passing the Keras model (passing it loses the weights with Keras 3).
+    By default the input's shape signature stays ``[-1, -1, -1, C]``; resize
+    it at run time with ``resize_tensor_input``. ``fixed_size=N`` converts for
+    ``(1, N, N, C)`` only (for delegates that need static shapes; tile larger
+    images). The concrete function is converted without passing the Keras
+    model (passing it loses the weights with Keras 3).
     """
     import tensorflow as tf
 
-    concrete = _serving_function(model, channels).get_concrete_function()
+    serve = _serving_function(model, channels)
+    if fixed_size:
+        inner = tf.function(lambda x: model(x, training=False))
+        concrete = inner.get_concrete_function(
+            tf.TensorSpec((1, fixed_size, fixed_size, channels), tf.float32, name=INPUT_NAME))
+    else:
+        concrete = serve.get_concrete_function()
     converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete])
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     try:
@@ -383,17 +397,29 @@ def to_tflite_bytes(model, channels: int) -> bytes:
 
 
 def export_tflite(run_dir: str | os.PathLike, out: str | os.PathLike, *, which: str = "best",
-                  sizes: Sequence[int] = VERIFY_SIZES, tolerance: float = TOLERANCE,
+                  sizes: Sequence[int] = VERIFY_SIZES, tolerance: float = TOLERANCE, fixed_size: int | None = None,
                   _source: _Source | None = None) -> ExportResult:
-    """Export a run folder to TFLite (builtin ops, dynamic shape), verified against Keras. See :func:`export_run`."""
+    """Export a run folder to TFLite (builtin ops), verified against Keras. See :func:`export_run`.
+
+    Dynamic shape by default. ``fixed_size=N`` writes a ``(1, N, N, C)`` model
+    instead, verified at that one size (a random and a simulated image); at
+    502² it measured the same speed in LiteRT as the dynamic model resized to
+    502² (5.97 vs 6.23 s), so it is only worth it for accelerators that need
+    static shapes.
+    """
     src = _source or _open_run(run_dir, which)
     out = Path(out)
-    data = to_tflite_bytes(src.portable, src.channels)
+    if fixed_size is not None and fixed_size < 8:
+        raise DfcanError(f"fixed_size must be at least 8 pixels. Received: fixed_size={fixed_size}")
+    data = to_tflite_bytes(src.portable, src.channels, fixed_size)
+    if fixed_size:
+        sizes = (fixed_size,)
     with _staged(out) as tmp:
         tmp.write_bytes(data)
         checks = compare(_tflite_runner(tmp), _keras_reference(src.reference), src.channels, src.scale, sizes,
-                         tolerance, what=f"TFLite export of {src.run.path}", twin=src.twin())
-    return ExportResult(out, "tflite", checks, tolerance)
+                         tolerance, what=f"TFLite export of {src.run.path}", twin=src.twin(),
+                         random_batch=1 if fixed_size else 2)
+    return ExportResult(out, "tflite", checks, tolerance, {"fixed_size": fixed_size})
 
 
 def _tflite_runner(path: Path, threads: int | None = None):
@@ -403,12 +429,17 @@ def _tflite_runner(path: Path, threads: int | None = None):
         interpreter = Interpreter(model_path=str(path), num_threads=threads)
     except Exception as exc:  # noqa: BLE001 - LiteRT raises ValueError/RuntimeError
         raise DfcanError(f"{path}: LiteRT cannot load the model ({type(exc).__name__}: {exc})") from None
-    inp = interpreter.get_input_details()[0]["index"]
+    detail = interpreter.get_input_details()[0]
+    inp = detail["index"]
     out = interpreter.get_output_details()[0]["index"]
+    fixed = tuple(int(d) for d in detail["shape"]) if -1 not in detail["shape_signature"] else None
     current: list[tuple[int, ...] | None] = [None]
 
     def run(x: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(x, np.float32)
+        if fixed is not None and x.shape != fixed:
+            raise DfcanError(f"{path}: this TFLite model was exported for input shape {fixed} only "
+                             f"(--tflite-size). Received: shape={x.shape}")
         if current[0] != x.shape:
             # Dynamic shape: resize, then re-plan memory (cheap next to inference).
             interpreter.resize_tensor_input(inp, list(x.shape), strict=False)
@@ -737,7 +768,8 @@ def export_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
     tolerance
         Largest accepted max abs difference from Keras on the [0, 1] output.
     **kwargs
-        Passed to :func:`export_bioimageio` (``name``, ``authors``, ``test_run``...).
+        ``tflite``: ``fixed_size`` (see :func:`export_tflite`); ``bioimageio``:
+        passed to :func:`export_bioimageio` (``name``, ``authors``, ``test_run``...).
 
     Returns
     -------
@@ -759,7 +791,7 @@ def export_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
     if format == "onnx":
         return export_onnx(run_dir, out, opset=opset, sizes=sizes, tolerance=tolerance, _source=src)
     if format == "tflite":
-        return export_tflite(run_dir, out, sizes=sizes, tolerance=tolerance, _source=src)
+        return export_tflite(run_dir, out, sizes=sizes, tolerance=tolerance, _source=src, **kwargs)
     if format == "saved_model":
         return export_saved_model(run_dir, out, sizes=sizes, tolerance=tolerance, _source=src)
     return export_bioimageio(run_dir, out, opset=opset, sizes=sizes, tolerance=tolerance, _source=src, **kwargs)
@@ -1120,6 +1152,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="square input sizes the artefact is checked at against Keras (default: %(default)s)")
     parser.add_argument("--tolerance", type=float, default=TOLERANCE,
                         help="largest max abs difference from Keras accepted (default: %(default)s)")
+    parser.add_argument("--tflite-size", type=int, default=None, metavar="N",
+                        help="tflite: convert for a fixed (1, N, N, C) input instead of a dynamic shape")
     parser.add_argument("--name", default=None, help="bioimage.io: model name")
     parser.add_argument("--no-test-run", action="store_true",
                         help="bioimage.io: skip the bioimageio.core test run (validation still runs)")
@@ -1129,6 +1163,8 @@ def run_from_args(args: argparse.Namespace) -> int:
     extra: dict[str, Any] = {}
     if args.format == "bioimageio":
         extra = {"name": args.name, "test_run": not args.no_test_run}
+    elif args.format == "tflite" and args.tflite_size:
+        extra = {"fixed_size": args.tflite_size}
     result = export_run(args.run, args.output, args.format, which=args.weights, opset=args.opset,
                         sizes=args.verify_sizes, tolerance=args.tolerance, **extra)
     print(result.summary())

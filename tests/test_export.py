@@ -101,6 +101,18 @@ def test_tflite_uses_builtin_ops_only(runs, tmp_path):
     assert list(interpreter.get_input_details()[0]["shape_signature"]) == [-1, -1, -1, 9]
 
 
+def test_tflite_fixed_size(runs, tmp_path, rng, capsys):
+    out = tmp_path / "fixed.tflite"
+    assert cli.main(["export", str(runs["dfcan_sisr"]), "--format", "tflite", "-o", str(out),
+                     "--tflite-size", "40"]) == 0
+    assert "40x40" in capsys.readouterr().out
+    backend = E.load_backend(out, "tflite")
+    x = rng.random((1, 40, 40, 1), dtype=np.float32)
+    assert np.max(np.abs(backend(x) - load_run(runs["dfcan_sisr"]).model(x).numpy())) <= TOL
+    with pytest.raises(DfcanError, match=r"exported for input shape \(1, 40, 40, 1\) only"):
+        backend(rng.random((1, 48, 40, 1), dtype=np.float32))
+
+
 def test_saved_model_matches_keras(runs, tmp_path, rng):
     out = tmp_path / "sm"
     E.export_run(runs["dfgan_sim"], out, "saved_model", sizes=SIZES)
