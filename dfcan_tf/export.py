@@ -283,8 +283,11 @@ def _staged(path: Path) -> Iterator[Path]:
     The temporary lives in a private folder in the destination's folder, so the
     final rename stays on one file system and a failure leaves nothing behind.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".part-{path.name}-", dir=path.parent))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp_dir = Path(tempfile.mkdtemp(prefix=f".part-{path.name}-", dir=path.parent))
+    except OSError as exc:
+        raise DfcanError(f"{path}: cannot write here ({exc.strerror or exc})") from None
     tmp = tmp_dir / path.name
     try:
         yield tmp
