@@ -1082,7 +1082,8 @@ def folded_sampled_spectrum(x, gamma: float, size: int):
     ss = tf.slice(b, [0, m_h, k, 0], [n, m_h, k, c])
     plus = tf.sqrt(tf.square(cc - ss) + tf.square(cs + sc))
     minus = tf.sqrt(tf.square(cc + ss) + tf.square(cs - sc))
-    mag = tf.pow(tf.concat([plus, minus], axis=2) + 1e-8, gamma)  # (N, M_h, 2K, C)
+    # exp(γ·log) rather than Pow: onnxruntime's Pow kernel is scalar and slow.
+    mag = tf.exp(gamma * tf.math.log(tf.concat([plus, minus], axis=2) + 1e-8))  # (N, M_h, 2K, C)
     rows0 = tf.gather(mag, h0, axis=1)
     rows1 = tf.gather(mag, h1, axis=1)
     c0, c1 = tf.gather(column, w0), tf.gather(column, w1)
