@@ -1023,7 +1023,7 @@ def benchmark_backends(args: argparse.Namespace, sgemm: float) -> list[dict[str,
     best = min((r for r in rows if r["size"] == sizes[-1]), key=lambda r: r["seconds"])
     for r in rows:  # restate every fraction against the best sgemm rate measured during the run
         r["fraction"] = r["gflops"] / sgemm
-    print(f"fastest at {sizes[-1]}x{sizes[-1]}: {best['backend']} {best['seconds']:.2f} s, "
+    print(f"fastest at {sizes[-1]}x{sizes[-1]}: {best['backend']} {best['seconds']:.3g} s, "
           f"{best['fraction']:.2f} of the best sgemm rate measured ({sgemm:.1f} GFLOP/s)")
     return rows
 
