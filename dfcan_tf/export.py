@@ -916,20 +916,27 @@ def count_flops(config, height: int, width: int) -> dict[str, float]:
 
     Counted: every convolution (3×3 and 1×1, including the attention convs
     at ``size_psc²``) and the sampled-DFT matrix products of each Fourier
-    attention as :mod:`dfcan_tf.layers` computes them: ``M = min(L, 2S)``
-    frequencies per axis (``S = size_psc``), stage 1 ``(C·H, W) × (W, 2·M_w)``
-    (cos and sin stacked), stage 2 ``(2·M_h, H) × (H, 2·M_w)`` per channel.
-    Not counted: bias adds, activations, transposes, the gathers and bilinear
-    blend and other element-wise work (memory-bound, O(H·W·C) each).
+    attention as :func:`dfcan_tf.layers._sampled_dft_spectrum` computes them:
+    ``M_h = min(H, 2S)`` row frequencies (``S = size_psc``) and ``K`` distinct
+    folded column frequencies; stage W ``(2K, W) × (W, C)`` per row, stage H
+    ``(2·M_h, H) × (H, 2K·C)``. Not counted: bias adds, activations, the
+    gathers and bilinear blend and other element-wise work (memory-bound,
+    O(H·W·C) each).
     """
+    import tensorflow as tf
+
+    from dfcan_tf.layers import _sample_plan, folded_frequencies
+
     c = config
     hw = height * width
     s = c.size_psc
     conv = 2 * hw * 9 * c.input_channels * c.width  # head
     per_block = 2 * (2 * hw * 9 * c.width * c.width)  # conv1, conv2
     attention = 2 * s * s * 9 * c.width * c.width + 2 * 2 * c.width * (c.width // c.reduction)
-    m_h, m_w = min(height, 2 * s), min(width, 2 * s)
-    dft = 2 * c.width * height * width * 2 * m_w + 2 * c.width * 2 * m_h * height * 2 * m_w
+    fw = _sample_plan(tf.constant(width), s)[0]
+    k = int(folded_frequencies(fw, tf.constant(width))[0].shape[0])
+    m_h = min(height, 2 * s)
+    dft = 2 * c.width * height * width * 2 * k + 2 * c.width * 2 * m_h * height * 2 * k
     n = c.n_groups * c.n_blocks
     conv += n * (per_block + attention)
     conv += 2 * hw * 9 * c.width * c.width * c.scale**2  # upsampling conv
@@ -957,10 +964,9 @@ def benchmark_backends(args: argparse.Namespace, sgemm: float) -> list[dict[str,
     repeats after a warm-up, on a simulated microscopy image. Rows:
 
     - ``keras fft``: the network as trained (``tf.signal.fft2d`` spectrum);
-    - ``keras``, ``onnxruntime``, ``litert``: the exported (sampled-DFT) network;
-    - ``... folded``: the same with :func:`folded_sampled_spectrum` (experiment).
+    - ``keras``, ``onnxruntime``, ``litert``: the exported (sampled-DFT) network.
 
-    The FLOP count is :func:`count_flops` / :func:`count_flops_folded`
+    The FLOP count is :func:`count_flops`
     (convolutions + DFT matmuls as implemented; the FFT row is given the
     sampled-DFT count for comparison); GFLOP/s is that count over the time and
     ``/sgemm`` its ratio to the measured matrix-multiply rate ``sgemm``.
@@ -985,21 +991,15 @@ def benchmark_backends(args: argparse.Namespace, sgemm: float) -> list[dict[str,
         write_run(run_dir, cfg.build(), cfg, which=("best",))
         src = _open_run(run_dir)
         verify = (32, 45)
-        print("exporting (ONNX, TFLite; sampled and folded spectrum)...", flush=True)
+        print("exporting (ONNX, TFLite)...", flush=True)
         onnx_path = export_onnx(run_dir, tmp / "m.onnx", sizes=verify, _source=src).path
         tflite_path = export_tflite(run_dir, tmp / "m.tflite", sizes=verify, _source=src).path
-        folded = with_folded_spectrum(src.reference, cfg)
-        (tmp / "f.onnx").write_bytes(to_onnx_proto(folded, 1).SerializeToString())
-        (tmp / "f.tflite").write_bytes(to_tflite_bytes(folded, 1))
         reference = _compiled(src.reference, 1)
         runners = {
             "keras fft": (reference, count_flops),
             "keras": (_compiled(src.portable, 1), count_flops),
             "onnxruntime": (_onnx_runner(onnx_path, threads), count_flops),
             "litert": (_tflite_runner(tflite_path, threads), count_flops),
-            "keras folded": (_compiled(folded, 1), count_flops_folded),
-            "onnxruntime folded": (_onnx_runner(tmp / "f.onnx", threads), count_flops_folded),
-            "litert folded": (_tflite_runner(tmp / "f.tflite", threads), count_flops_folded),
         }
         print(f"predict backends: {cfg.architecture} width {cfg.width}, {cfg.n_groups}x{cfg.n_blocks} blocks, "
               f"x{cfg.scale}, batch 1, {threads} threads, best of {repeats}; sgemm {sgemm:.1f} GFLOP/s")
@@ -1032,113 +1032,6 @@ def _sgemm_now(threads: int) -> float:
     from dfcan_tf.benchmark import sgemm_gflops
 
     return sgemm_gflops(repeats=2, threads=threads)
-
-
-# --------------------------------------------------------------------------------------------
-# experimental: a cheaper portable spectrum (measured here; a proposal for dfcan_tf.layers)
-# --------------------------------------------------------------------------------------------
-
-def folded_sampled_spectrum(x, gamma: float, size: int):
-    """``legacy_resize(quadrant_shift(|FFT2(x)| + 1e-8) ** gamma), size)`` with half the DFT work, in NHWC.
-
-    Same result as :func:`dfcan_tf.layers._sampled_dft_spectrum` (the lead's
-    sampled DFT), computed differently in two ways:
-
-    * **Conjugate folding along W.** For real ``x``, ``|X(kh, -u)| = |X(-kh, u)|``.
-      Each sampled W frequency ``f`` is folded to ``u = min(f, W - f)``; only the
-      distinct ``u`` are transformed (``K ≈ M_w / 2`` for even W: 130 instead of
-      256 at 502, 129 instead of 256 at 256). Stage H then yields both
-      ``X(kh, u)`` and ``X(-kh, u)`` from the same four products
-      (``re = cc ∓ ss``, ``im = cs ± sc``), so both matmul stages shrink by
-      ``K / M_w``.
-    * **No transposes.** Stage W is a broadcast matmul ``(2K, W) @ (N·H, W, C)``
-      and stage H one matmul ``(2M_h, H) @ (N, H, 2K·C)`` on the NHWC tensor, so
-      the two ``(N, H, W, C) <-> (N, C, H, W)`` transposes per attention block go.
-
-    Uses Unique/Gather/MatMul/Cos/Sin only (ONNX opset 17 and TFLite builtins).
-    """
-    import tensorflow as tf
-
-    from dfcan_tf.layers import _dft_matrices, _sample_plan
-
-    shape = tf.shape(x)
-    n, h, w, c = shape[0], shape[1], shape[2], shape[3]
-    fh, h0, h1, ly = _sample_plan(h, size)
-    fw, w0, w1, lx = _sample_plan(w, size)
-    folded = tf.minimum(fw, w - fw)
-    distinct, where = tf.unique(folded)
-    k = tf.shape(distinct)[0]
-    column = where + k * tf.cast(fw > w - fw, tf.int32)  # mirrored frequencies read the X(-kh, u) half
-    cos_w, sin_w = _dft_matrices(distinct, w)
-    cos_h, sin_h = _dft_matrices(fh, h)
-    m_h = tf.shape(fh)[0]
-    a = tf.linalg.matmul(tf.concat([cos_w, sin_w], axis=0)[None], tf.reshape(x, [n * h, w, c]))  # (NH, 2K, C)
-    a = tf.reshape(a, [n, h, 2 * k * c])
-    b = tf.linalg.matmul(tf.concat([cos_h, sin_h], axis=0)[None], a)  # (N, 2M_h, 2K·C)
-    b = tf.reshape(b, [n, 2 * m_h, 2 * k, c])
-    cc = tf.slice(b, [0, 0, 0, 0], [n, m_h, k, c])
-    cs = tf.slice(b, [0, 0, k, 0], [n, m_h, k, c])
-    sc = tf.slice(b, [0, m_h, 0, 0], [n, m_h, k, c])
-    ss = tf.slice(b, [0, m_h, k, 0], [n, m_h, k, c])
-    plus = tf.sqrt(tf.square(cc - ss) + tf.square(cs + sc))
-    minus = tf.sqrt(tf.square(cc + ss) + tf.square(cs - sc))
-    # exp(γ·log) rather than Pow: onnxruntime's Pow kernel is scalar and slow.
-    mag = tf.exp(gamma * tf.math.log(tf.concat([plus, minus], axis=2) + 1e-8))  # (N, M_h, 2K, C)
-    rows0 = tf.gather(mag, h0, axis=1)
-    rows1 = tf.gather(mag, h1, axis=1)
-    c0, c1 = tf.gather(column, w0), tf.gather(column, w1)
-    v00, v01 = tf.gather(rows0, c0, axis=2), tf.gather(rows0, c1, axis=2)
-    v10, v11 = tf.gather(rows1, c0, axis=2), tf.gather(rows1, c1, axis=2)
-    lx = tf.reshape(lx, [1, 1, size, 1])
-    ly = tf.reshape(ly, [1, size, 1, 1])
-    top = v00 + (v01 - v00) * lx
-    bottom = v10 + (v11 - v10) * lx
-    return top + (bottom - top) * ly
-
-
-def _folded_attention_class():
-    from dfcan_tf.layers import FourierChannelAttention
-
-    class FoldedFourierChannelAttention(FourierChannelAttention):
-        """FCA whose "dft" spectrum is :func:`folded_sampled_spectrum` (experiment; not registered)."""
-
-        def spectrum_features(self, inputs):
-            return folded_sampled_spectrum(inputs, self.gamma, self.size_psc)
-
-    return FoldedFourierChannelAttention
-
-
-def with_folded_spectrum(model, config):
-    """The same network and weights with :func:`folded_sampled_spectrum` in every attention block (experiment)."""
-    import keras
-
-    from dfcan_tf.layers import FourierChannelAttention
-
-    cls = _folded_attention_class()
-
-    def clone(layer):
-        if isinstance(layer, FourierChannelAttention):
-            return cls.from_config({**layer.get_config(), "spectrum": "dft"})
-        return layer.__class__.from_config(layer.get_config())
-
-    twin = keras.models.clone_model(model, clone_function=clone)
-    twin.set_weights(model.get_weights())
-    return twin
-
-
-def count_flops_folded(config, height: int, width: int) -> dict[str, float]:
-    """:func:`count_flops` for the folded spectrum (K distinct folded W frequencies, computed like the graph)."""
-    base = count_flops(config, height, width)
-    s, c = config.size_psc, config.width
-    scale = np.float32(width) / np.float32(s)
-    i0 = np.floor(np.arange(s, dtype=np.float32) * scale).astype(int)
-    pos = np.arange(width) if width <= 2 * s else np.concatenate([i0, np.minimum(i0 + 1, width - 1)])
-    f = (pos + width // 2) % width
-    k = len(np.unique(np.minimum(f, width - f)))
-    m_h = min(height, 2 * s)
-    dft = 2 * c * height * width * 2 * k + 2 * c * 2 * m_h * height * 2 * k
-    n = config.n_groups * config.n_blocks
-    return {"conv": base["conv"], "dft": float(n * dft), "total": base["conv"] + float(n * dft)}
 
 
 # --------------------------------------------------------------------------------------------

@@ -237,8 +237,12 @@ def test_cli_export_writes_and_reports(runs, tmp_path, capsys):
 
 
 def test_count_flops_matches_tensorflow_profiler():
-    """The analytic count equals TF's own count of Conv2D and MatMul FLOPs on the portable graph."""
+    """Convolutions: the analytic count equals TF's own count on the graph. DFT: the sampled, folded
+    transform's shapes are data-dependent (``tf.unique``), so its count is checked against the
+    frequencies the layer actually transforms."""
     import tensorflow as tf
+
+    from dfcan_tf.layers import _sample_plan
 
     cfg = ModelConfig.dfcan(1, 2, **TINY).replace(spectrum="dft")
     model = cfg.build()
@@ -247,50 +251,17 @@ def test_count_flops_matches_tensorflow_profiler():
     graph = fn.get_concrete_function(tf.TensorSpec((1, h, w, 1), tf.float32)).graph
     opts = (tf.compat.v1.profiler.ProfileOptionBuilder(tf.compat.v1.profiler.ProfileOptionBuilder.float_operation())
             .with_empty_output().build())
-    opts["account_type_regexes"] = ["Conv2D", "MatMul", "BatchMatMul.*"]
+    opts["account_type_regexes"] = ["Conv2D"]
     prof = tf.compat.v1.profiler.profile(graph, options=opts)
     flops = E.count_flops(cfg, h, w)
-    assert flops["dft"] > 0
-    assert abs(prof.total_float_ops - flops["total"]) / flops["total"] < 0.01
-
-
-def test_simulated_image_is_normalised_and_structured():
-    img = E.simulated_image((48, 40), 9, seed=1)
-    assert img.shape == (48, 40, 9) and img.dtype == np.float32
-    assert img.min() == 0.0 and img.max() == 1.0
-    # The frames differ (sinusoidal illumination), the structure is shared.
-    assert np.corrcoef(img[..., 0].ravel(), img[..., 4].ravel())[0, 1] > 0.3
-    assert np.abs(img[..., 0] - img[..., 1]).mean() > 0.01
-
-
-@pytest.mark.parametrize("h,w", [(32, 32), (37, 50), (64, 33), (100, 99)])
-def test_folded_spectrum_equals_fft(h, w, rng):
-    """The experimental folded spectrum equals FFT → shift → legacy resize (even/odd, short/long axes)."""
-    import tensorflow as tf
-
-    from dfcan_tf.layers import _fft_magnitude, legacy_resize_bilinear, quadrant_shift
-
-    x = tf.constant(rng.random((2, h, w, 3), dtype=np.float32))
-    want = legacy_resize_bilinear(quadrant_shift(_fft_magnitude(x, 0.8)), 16).numpy()
-    got = E.folded_sampled_spectrum(x, 0.8, 16).numpy()
-    assert np.max(np.abs(got - want)) <= 1e-5 * want.max()
-
-
-def test_folded_model_converts_and_matches(tmp_path, rng):
-    import keras
-
-    keras.utils.set_random_seed(2)
-    cfg = ModelConfig.dfcan(1, 2, **TINY)
-    reference = cfg.build()
-    folded = E.with_folded_spectrum(reference, cfg)
-    (tmp_path / "f.onnx").write_bytes(E.to_onnx_proto(folded, 1).SerializeToString())
-    (tmp_path / "f.tflite").write_bytes(E.to_tflite_bytes(folded, 1))
-    checks = E.compare(E._onnx_runner(tmp_path / "f.onnx"), E._keras_reference(reference), 1, 2, SIZES)
-    checks += E.compare(E._tflite_runner(tmp_path / "f.tflite"), E._keras_reference(reference), 1, 2, SIZES)
-    assert max(c.max_abs_diff for c in checks) <= TOL
-    full = ModelConfig.dfcan(1, 2)  # paper size: 130 distinct folded frequencies of 256 at 502
-    flops, folded_flops = E.count_flops(full, 502, 502), E.count_flops_folded(full, 502, 502)
-    assert folded_flops["conv"] == flops["conv"] and 0.45 < folded_flops["dft"] / flops["dft"] < 0.55
+    assert abs(prof.total_float_ops - flops["conv"]) / flops["conv"] < 0.01
+    fw = _sample_plan(tf.constant(w), cfg.size_psc)[0].numpy()
+    k = len(np.unique(np.minimum(fw, w - fw)))
+    m_h = min(h, 2 * cfg.size_psc)
+    per_block = 2 * cfg.width * h * w * 2 * k + 2 * cfg.width * 2 * m_h * h * 2 * k
+    assert flops["dft"] == cfg.n_groups * cfg.n_blocks * per_block
+    full = E.count_flops(ModelConfig.dfcan(1, 2), 502, 502)  # the paper's DFCAN at 502²: 130 of 256 folded
+    assert 955e9 < full["total"] < 965e9
 
 
 def test_benchmark_backends_quick(capsys):

@@ -66,7 +66,7 @@ def test_spectrum_resize_is_tf1_legacy_bilinear(h, w, rng):
         assert np.max(np.abs(tf2 - got)) > 1e-2
 
 
-@pytest.mark.parametrize("h,w", [(128, 128), (502, 502), (37, 50), (64, 200), (7, 9)])
+@pytest.mark.parametrize("h,w", [(128, 128), (502, 502), (37, 50), (64, 200), (7, 9), (64, 33), (100, 99)])
 def test_sampled_dft_equals_fft_path(h, w, rng):
     x = tf.constant(rng.standard_normal((2, h, w, 4)).astype(np.float32))
     size = 32
@@ -74,6 +74,18 @@ def test_sampled_dft_equals_fft_path(h, w, rng):
     got = L._sampled_dft_spectrum(x, 0.8, size).numpy()
     assert got.shape == (2, size, size, 4)
     assert np.max(np.abs(got - ref)) / ref.max() <= 5e-6
+
+
+@pytest.mark.parametrize("length,distinct", [(502, 130), (256, 129), (128, 65), (37, 19)])
+def test_folded_frequencies_halve_the_transform(length, distinct):
+    fw = L._sample_plan(tf.constant(length), 128)[0]
+    uniq, column = L.folded_frequencies(fw, tf.constant(length))
+    f, u, col = fw.numpy(), uniq.numpy(), column.numpy()
+    assert len(u) == distinct == len(set(np.minimum(f, length - f)))
+    # each sampled frequency reads its own folded transform, mirrored ones the second half
+    mirrored = f > length - f
+    np.testing.assert_array_equal(u[col % len(u)], np.minimum(f, length - f))
+    np.testing.assert_array_equal(col >= len(u), mirrored)
 
 
 def test_fca_spectrum_methods_agree(rng):
