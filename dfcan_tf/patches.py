@@ -347,6 +347,9 @@ def make_patches(
     }
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".part", dir=out_dir.parent))
+    umask = os.umask(0)  # mkdtemp makes 0700; the finished folder gets ordinary permissions
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)
     try:
         total = sum(n for _, n in plan.values())
         bar = tqdm(total=total, desc="patches", unit="patch", disable=not progress)
