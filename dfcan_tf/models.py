@@ -19,7 +19,7 @@ from pathlib import Path
 
 import keras
 
-from dfcan_tf.config import DFCAN_DEFAULTS, DFGAN_GENERATOR_DEFAULTS, DiscriminatorConfig, ModelConfig
+from dfcan_tf.config import DFCAN_DEFAULTS, DFGAN_GENERATOR_DEFAULTS, ModelConfig
 from dfcan_tf.errors import DfcanError
 from dfcan_tf.layers import GELU, FourierChannelAttention, PixelShuffle
 

@@ -1,6 +1,5 @@
 """The tutorials run top to bottom in quick mode (they also assert their own key numbers)."""
 
-import os
 from pathlib import Path
 
 import nbformat

@@ -319,7 +319,8 @@ def test_full_size_dfgan_runs_one_step():
 def test_training_flops_counts_convolutions():
     mc = ModelConfig.dfcan(1, 2, width=16, n_groups=1, n_blocks=1, size_psc=8, reduction=4)
     h = w = 10
-    conv = lambda hw, cin, cout, k=9: 2 * hw * k * cin * cout
+    def conv(hw, cin, cout, k=9):
+        return 2 * hw * k * cin * cout
     fwd = (conv(100, 1, 16) + 2 * conv(100, 16, 16) + conv(64, 16, 16) + conv(1, 16, 4, 1) + conv(1, 4, 16, 1)
            + conv(100, 16, 64) + conv(400, 16, 1))
     assert training_flops(mc, h, w, 2) == 3 * 2 * fwd
