@@ -30,6 +30,16 @@ def _check(condition: bool, message: str) -> None:
         raise DfcanError(message)
 
 
+def _check_keys(cls: type, data: Any, what: str) -> dict[str, Any]:
+    """``data`` as a dict of ``cls``'s fields; a non-object or an unknown key is a :class:`DfcanError`."""
+    if not isinstance(data, dict):
+        raise DfcanError(f"{what} configuration must be a JSON object. Received: {type(data).__name__}")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    _check(not unknown, f"unknown {what} configuration keys {unknown}; known keys are {sorted(known)}")
+    return dict(data)
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Architecture of a DFCAN-family super-resolution network.
@@ -105,12 +115,7 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
         """Rebuild from :meth:`to_dict` output; unknown keys are an error."""
-        if not isinstance(data, dict):
-            raise DfcanError(f"model configuration must be a JSON object. Received: {type(data).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        _check(not unknown, f"unknown model configuration keys {unknown}; known keys are {sorted(known)}")
-        return cls(**data)
+        return cls(**_check_keys(cls, data, "model"))
 
     def build(self):
         """Build the Keras model this configuration describes."""
@@ -150,10 +155,8 @@ class DiscriminatorConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DiscriminatorConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        _check(not unknown, f"unknown discriminator configuration keys {unknown}; known keys are {sorted(known)}")
-        return cls(**data)
+        """Rebuild from :meth:`to_dict` output; unknown keys are an error."""
+        return cls(**_check_keys(cls, data, "discriminator"))
 
     def build(self):
         from dfcan_tf.models import build_dfgan_discriminator
@@ -358,12 +361,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         """Rebuild from :meth:`to_dict` output; unknown keys are an error."""
-        if not isinstance(data, dict):
-            raise DfcanError(f"training configuration must be a JSON object. Received: {type(data).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        _check(not unknown, f"unknown training configuration keys {unknown}; known keys are {sorted(known)}")
-        data = dict(data)
+        data = _check_keys(cls, data, "training")
         if "model" in data:
             data["model"] = ModelConfig.from_dict(data["model"])
         if data.get("discriminator") is not None:
