@@ -47,7 +47,7 @@ def run_demo(out_dir: str | Path = "demo_output", *, run_dir: str | Path = DEFAU
                      size=size, seed=seed, overwrite=True, progress=progress)
 
     print(f"[2/5] loading {run_dir}")
-    run = load_run(run_dir)
+    run = load_run(run_dir, spectrum="dft")  # the inference form, as `dfcan predict` uses
     print(f"      {run.model_config.architecture}, {run.model.count_params():,} parameters, "
           f"input channels {run.input_channels}, scale ×{run.scale}")
 

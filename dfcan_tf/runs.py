@@ -15,7 +15,7 @@ every way a folder can be wrong raises :class:`DfcanError` naming the file.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,11 @@ class Run:
     model_config: ModelConfig
     model: keras.Model
     which: str = "best"
-    data: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """The ``data`` section of ``config.json`` (task, normalisation, pixel size, ...)."""
+        return dict(self.config.get("data") or {})
 
     @property
     def scale(self) -> int:
@@ -131,5 +135,4 @@ def load_run(run_dir: str | os.PathLike, which: str = "best", *, spectrum: str |
     except Exception as exc:  # h5py/keras raise various types for corrupt or mismatched files
         raise DfcanError(f"{path}: cannot load weights into the {model_config.architecture} described by "
                          f"config.json ({type(exc).__name__}: {exc})") from None
-    return Run(path=run_dir, config=doc, model_config=model_config, model=model, which=which,
-               data=dict(doc.get("data") or {}))
+    return Run(path=run_dir, config=doc, model_config=model_config, model=model, which=which)
