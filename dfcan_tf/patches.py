@@ -41,9 +41,11 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from dfcan_tf import safety
 from dfcan_tf.biosr import BioSRRecord, discover, parse_cells
 from dfcan_tf.errors import DfcanError
 
+COMMAND = "patches"
 SPLITS = ("training", "validate")
 RECIPE_VAL_CELLS = range(1, 6)  # BioSR public recipe: cells 1–5 validation,
 RECIPE_TRAIN_CELLS = range(6, 36)  # 6–35 training, 36–50 test
@@ -288,7 +290,9 @@ def make_patches(
     seed
         Seed of crop positions and angles.
     overwrite
-        Replace an existing ``out_dir``.
+        Replace an existing ``out_dir``, only if an earlier ``dfcan patches``
+        wrote it (its marker file, :data:`dfcan_tf.safety.MARKER`, says so).
+        ``out_dir`` may never be, hold or lie inside ``data_root``.
     progress
         Show a tqdm progress bar.
 
@@ -300,7 +304,8 @@ def make_patches(
     Raises
     ------
     DfcanError
-        Bad data or arguments; nothing is written.
+        Bad data or arguments, or an output folder that may not be replaced;
+        nothing is written and nothing is removed.
     """
     from tqdm import tqdm
 
@@ -312,8 +317,9 @@ def make_patches(
     if scale is not None and scale not in (1, 2, 3, 4):
         raise DfcanError(f"scale must be 1–4 (BioSR: 2 linear, 3 nonlinear SIM). Received: scale={scale!r}")
     out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
-        raise DfcanError(f"{out_dir} exists and is not empty; pass overwrite / --overwrite")
+    # Before any work: the output must not be, hold or lie inside the data, and --overwrite replaces
+    # only a folder an earlier `dfcan patches` marked as its own.
+    safety.check_output_dir(out_dir, command=COMMAND, overwrite=overwrite, inputs=[data_root])
 
     records = discover(data_root, specimens=specimens, levels=levels)
     records, scale = _select_specimens(records, scale, explicit=specimens is not None)
@@ -346,7 +352,8 @@ def make_patches(
         "cells": {"training": train_c, "validate": val_c}, "patches": [],
     }
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".part", dir=out_dir.parent))
+    safety.clean_stale_parts(out_dir.parent)  # leftovers of a killed earlier run
+    tmp = Path(tempfile.mkdtemp(prefix=f"{safety.PART_PREFIX}{out_dir.name}-", dir=out_dir.parent))
     umask = os.umask(0)  # mkdtemp makes 0700; the finished folder gets ordinary permissions
     os.umask(umask)
     tmp.chmod(0o777 & ~umask)
@@ -400,9 +407,8 @@ def make_patches(
                         bar.update(1)
         bar.close()
         (tmp / "patches.json").write_text(json.dumps(manifest, indent=1))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
+        # Marks the folder as ours and replaces out_dir only if it still is a marked patches folder.
+        safety.replace_dir(tmp, out_dir, command=COMMAND)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -412,7 +418,8 @@ def make_patches(
 # ----------------------------------------------------------------- CLI
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("data_root", help="BioSR-layout folder (real BioSR or dfcan simulate output)")
-    parser.add_argument("out_dir", help="output folder (DL-SR layout); must not exist unless --overwrite")
+    parser.add_argument("out_dir", help="output folder (DL-SR layout), outside DATA_ROOT; must not exist or be "
+                        "empty unless --overwrite")
     parser.add_argument("--scale", type=int, default=None, help="GT/raw ratio (default: from the data)")
     parser.add_argument("--patch-size", type=int, default=128, help="raw patch side (default: 128)")
     parser.add_argument("--n-train", type=int, default=1000, help="training patches (default: 1000)")
@@ -424,7 +431,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-rotate", action="store_true", help="no random rotation")
     parser.add_argument("--no-flips", action="store_true", help="no flipped copies")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace OUT_DIR if an earlier 'dfcan patches' wrote it (never any other folder)")
     parser.add_argument("--no-progress", action="store_true")
 
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +18,7 @@ from dfcan_tf.cli import main
 from dfcan_tf.errors import DfcanError
 from dfcan_tf.io import write_mrc
 from dfcan_tf.patches import crop_pair, foreground_mask, make_patches, minmax
+from dfcan_tf.safety import MARKER, read_marker
 from dfcan_tf.simulate import simulate_cell
 
 SIZE, PATCH = 64, 32
@@ -169,7 +174,7 @@ def test_bad_inputs_raise_and_write_nothing(tmp_path, clean_root):
         with pytest.raises(DfcanError, match=words):
             make_patches(args.pop("data_root"), out, **args)
         assert not out.exists()
-        assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]  # no temp left behind
+        assert not [p for p in tmp_path.iterdir() if p.name.startswith(".part")]  # no temp left behind
     # a corrupt file mid-way: the error names it, nothing appears
     bad = tmp_path / "bad"
     _write_cell(bad / "CCPs" / "Cell_001", np.ones((9, SIZE, SIZE)), np.ones((2 * SIZE, 2 * SIZE)))
@@ -192,3 +197,86 @@ def test_cli_patches(tmp_path, clean_root):
     assert main([*argv, "--overwrite"]) == 0
     assert main(["patches", str(clean_root), str(tmp_path / "q"), "--patch-size", "100", "--no-progress"]) == 2
     assert not (tmp_path / "q").exists()
+
+
+# ----------------------------------------------------------------- the user's files are never destroyed
+FAST = ["--patch-size", "16", "--n-train", "4", "--n-val", "4", "--specimens", "CCPs", "--no-rotate",
+        "--no-progress"]
+
+
+def _hashes(folder: Path) -> dict[str, str]:
+    """Relative path -> SHA-256 of every file under ``folder``."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def data_copy(tmp_path, clean_root):
+    """A private copy of the BioSR data (two specimens), at tmp/parent/data."""
+    data = tmp_path / "parent" / "data"
+    for sp in ("CCPs", "ER"):
+        shutil.copytree(clean_root / sp, data / sp)
+    return data
+
+
+@pytest.mark.parametrize("where", ["same", "parent", "inside"])
+def test_output_never_is_holds_or_lies_in_the_data(data_copy, where, capsys):
+    """`dfcan patches DATA DATA --overwrite` used to delete every input MRC; now refused, data untouched."""
+    out = {"same": data_copy, "parent": data_copy.parent, "inside": data_copy / "patches"}[where]
+    before = _hashes(data_copy.parent)
+    assert main(["patches", str(data_copy), str(out), "--overwrite", *FAST]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("dfcan patches: error: ") and "Traceback" not in err
+    assert str(out) in err and "input" in err
+    assert _hashes(data_copy.parent) == before  # byte-identical, nothing added or removed
+    assert not (data_copy / "patches").exists()
+
+
+def test_overwrite_replaces_only_a_marked_patches_folder(data_copy, tmp_path, capsys):
+    foreign = tmp_path / "results"
+    (foreign / "sub").mkdir(parents=True)
+    (foreign / "thesis.docx").write_bytes(b"years of work")
+    (foreign / "sub" / "notes.txt").write_text("keep me")
+    before = _hashes(foreign)
+    for extra in ([], ["--overwrite"]):
+        assert main(["patches", str(data_copy), str(foreign), *extra, *FAST]) == 2
+        err = capsys.readouterr().err
+        assert str(foreign) in err and "Traceback" not in err
+        assert _hashes(foreign) == before
+    assert "not written by 'dfcan patches'" in err
+    # a folder marked by another command is not ours either
+    other = tmp_path / "pred"
+    other.mkdir()
+    (other / "a.tif").write_bytes(b"x")
+    (other / MARKER).write_text(json.dumps({"command": "predict"}))
+    assert main(["patches", str(data_copy), str(other), "--overwrite", *FAST]) == 2
+    assert "dfcan predict" in capsys.readouterr().err and (other / "a.tif").read_bytes() == b"x"
+
+    # our own output: marked on success, refused without --overwrite, replaced with it
+    out = tmp_path / "p"
+    assert main(["patches", str(data_copy), str(out), *FAST]) == 0
+    assert read_marker(out)["command"] == "patches"
+    first = _hashes(out)
+    assert main(["patches", str(data_copy), str(out), *FAST]) == 2
+    assert "--overwrite" in capsys.readouterr().err and _hashes(out) == first
+    assert main(["patches", str(data_copy), str(out), "--overwrite", "--seed", "9", *FAST]) == 0
+    assert read_marker(out)["command"] == "patches" and _hashes(out) != first
+    assert json.loads((out / "patches.json").read_text())["seed"] == 9
+    # an empty folder is filled (and kept)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["patches", str(data_copy), str(empty), *FAST]) == 0
+    assert (empty / "patches.json").is_file() and read_marker(empty)["command"] == "patches"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".part")]
+
+
+def test_stale_parts_of_a_killed_run_are_cleaned(data_copy, tmp_path):
+    stale = tmp_path / ".part-p-abc123"
+    (stale / "training").mkdir(parents=True)
+    (stale / "training" / "x.tif").write_bytes(b"half")
+    fresh = tmp_path / ".part-p-running"  # another run still writing: left alone
+    fresh.mkdir()
+    old = time.time() - 2 * 3600
+    os.utime(stale, (old, old))
+    assert main(["patches", str(data_copy), str(tmp_path / "p"), *FAST]) == 0
+    assert not stale.exists() and fresh.is_dir()
