@@ -20,6 +20,8 @@ import time
 
 import numpy as np
 
+from dfcan_tf.errors import DfcanError
+
 KINDS: dict[str, list[tuple[str, str]]] = {
     "data": [("dfcan_tf.pipeline", "benchmark_data")],
     "train": [("dfcan_tf.train", "benchmark_train")],
@@ -33,7 +35,16 @@ def sgemm_gflops(n: int = 2048, repeats: int = 5, threads: int | None = None) ->
     Uses TensorFlow's ``MatMul`` (the kernel its convolutions are built on) on
     ``n × n`` matrices; ``threads`` limits intra-op threads when given (must be
     called before TensorFlow runs anything else in the process).
+
+    Raises
+    ------
+    DfcanError
+        ``n`` or ``repeats`` below 1, or ``threads`` given and below 1 (checked
+        before TensorFlow is configured: a negative thread count aborts it).
     """
+    check_positive(n=n, repeats=repeats)
+    if threads is not None:
+        check_positive(threads=threads)
     import tensorflow as tf
 
     if threads:
@@ -55,6 +66,13 @@ def sgemm_gflops(n: int = 2048, repeats: int = 5, threads: int | None = None) ->
     return 2.0 * n**3 / best / 1e9
 
 
+def check_positive(**values: object) -> None:
+    """Raise :class:`DfcanError` unless every value is an integer ≥ 1 (named like its flag in the message)."""
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise DfcanError(f"--{name.replace('_', '-')} must be a whole number ≥ 1. Received: {value!r}")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("kind", choices=["sgemm", *KINDS, "all"], help="what to measure")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="CPU threads (default: all cores)")
@@ -62,6 +80,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_from_args(args: argparse.Namespace) -> int:
+    check_positive(threads=args.threads)
     rate = sgemm_gflops(threads=args.threads, repeats=2 if args.quick else 5)
     print(f"sgemm: {rate:.1f} GFLOP/s (float32, {args.threads} threads, TensorFlow MatMul 2048x2048)")
     kinds = list(KINDS) if args.kind == "all" else ([] if args.kind == "sgemm" else [args.kind])

@@ -10,6 +10,10 @@
    the pixel size;
 5. export the network to ONNX, verified against Keras, and run that file with
    onnxruntime on the same image.
+
+Everything goes into one output folder, marked as the demo's: a rerun into it
+replaces the demo's previous results, while any other non-empty folder (one
+the demo did not write) is refused before anything runs.
 """
 
 from __future__ import annotations
@@ -20,9 +24,22 @@ from pathlib import Path
 
 import numpy as np
 
+from dfcan_tf import safety
 from dfcan_tf.errors import DfcanError
 
 DEFAULT_RUN = Path(__file__).resolve().parents[1] / "weights" / "dfcan_sisr_mt_x2"
+
+
+def check_output(out: str | Path, run_dir: str | Path) -> None:
+    """Refuse an output folder the demo may not write: a file, unwritable, not empty and not a demo output."""
+    out = Path(out)
+    if out.is_dir() and any(out.iterdir()):
+        marker = safety.read_marker(out)
+        if marker is None or marker.get("command") != "demo":
+            what = "no dfcan output marker" if marker is None else f"the output of 'dfcan {marker.get('command')}'"
+            raise DfcanError(f"{out} is not empty and was not written by 'dfcan demo' ({what}); "
+                             "give --out a new or empty folder (or a previous demo output)")
+    safety.check_output_dir(out, command="demo", overwrite=True, inputs=[run_dir], flag="output folder")
 
 
 def run_demo(out_dir: str | Path = "demo_output", *, run_dir: str | Path = DEFAULT_RUN, cells: int = 2,
@@ -39,6 +56,9 @@ def run_demo(out_dir: str | Path = "demo_output", *, run_dir: str | Path = DEFAU
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").exists():
         raise DfcanError(f"{run_dir}: shipped run folder not found (expected config.json and weights/)")
+    check_output(out, run_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    safety.write_marker(out, "demo")
     t0 = time.perf_counter()
 
     print(f"[1/5] simulating {cells} microtubule test cells ({size}×{size} raw, {levels} signal levels)")
@@ -52,7 +72,7 @@ def run_demo(out_dir: str | Path = "demo_output", *, run_dir: str | Path = DEFAU
           f"input channels {run.input_channels}, scale ×{run.scale}")
 
     print("[3/5] evaluating every (cell, level) against GT-SIM")
-    result = evaluate_run(run, data, out / "evaluation", progress=progress, resolution=True)
+    result = evaluate_run(run, data, out / "evaluation", progress=progress, resolution=True, overwrite=True)
     if not result.ok:
         raise DfcanError(f"evaluation failed on {len(result.failures)} records: {result.failures[0]}")
     headline = {}
@@ -68,14 +88,18 @@ def run_demo(out_dir: str | Path = "demo_output", *, run_dir: str | Path = DEFAU
     wf_path = out / "input" / "Cell_036_wf.tif"
     wf = raw.astype(np.float32).sum(axis=0)
     write_tiff(wf_path, np.clip(wf, 0, 65535).astype(np.uint16), pixel_size_nm=RAW_PIXEL_NM)
-    summary = predict_files(run, wf_path, out / "predictions", progress=progress)
+    summary = predict_files(run, wf_path, out / "predictions", progress=progress, overwrite=True)
     if not summary.ok:
         raise DfcanError(f"prediction failed: {summary.failures[0]}")
     print(f"      wrote {', '.join(str(p) for p in summary.outputs)}")
 
     print("[5/5] exporting to ONNX (verified against Keras) and running it with onnxruntime")
     onnx_path = out / "export" / "dfcan_sisr_mt_x2.onnx"
-    export_run(run_dir, onnx_path, format="onnx")
+    import inspect
+
+    # The demo owns its folder: a rerun replaces its previous export (when export_run takes the flag).
+    extra = {"overwrite": True} if "overwrite" in inspect.signature(export_run).parameters else {}
+    export_run(run_dir, onnx_path, format="onnx", **extra)
     onnx_fn = load_backend(onnx_path, "onnx")
     x = ((wf - wf.min()) / (wf.max() - wf.min()))[None, :, :, None].astype(np.float32)
     diff = float(np.max(np.abs(onnx_fn(x) - run.model(x).numpy())))

@@ -18,12 +18,19 @@ Outputs in ``out_dir``:
   and the spectral replicas it leaves read as signal to decorrelation
   analysis: on noisy data an upsampled image "resolves" 75 nm);
 * ``summary.csv``: mean and standard deviation over cells per (specimen, level,
-  method);
+  method), with ``n``, the number of cells averaged;
+* ``missing.csv``: every (specimen, cell, level) of the selection whose raw or
+  GT file is absent (a cell lacking one level would otherwise silently pull
+  that level's mean over fewer cells), with the file that is missing;
 * ``<specimen>.png``: metric-versus-signal-level curves (mean ± s.d. over
   cells) of model and bicubic input;
 * with ``save_predictions``: ``predictions/<specimen>/Cell_NNN_level_LL.tif``.
 
-Every file is written atomically, and only once all records are done.
+The output folder is checked before any work (see :mod:`dfcan_tf.safety`):
+it must be new, empty, or — with ``overwrite`` — a previous ``dfcan evaluate``
+output, and it may not hold or lie inside the run or the data. Everything is
+written into a staged folder that replaces the output only once all records
+are done, so a failed evaluation leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -32,7 +39,10 @@ import argparse
 import csv
 import io
 import math
+import os
+import shutil
 import sys
+import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Iterable
@@ -42,6 +52,7 @@ from typing import Any
 
 import numpy as np
 
+from dfcan_tf import safety
 from dfcan_tf.errors import DfcanError
 from dfcan_tf.metrics import decorrelation_resolution, evaluate_pair
 from dfcan_tf.predict import DEFAULT_OVERLAP, predict_image, resolve_run
@@ -70,6 +81,8 @@ class EvaluationResult:
     summary_path: Path | None = None
     plots: list[Path] = field(default_factory=list)
     failures: list[tuple[Path, str]] = field(default_factory=list)
+    missing: list[dict[str, Any]] = field(default_factory=list)
+    missing_path: Path | None = None
     seconds: float = 0.0
 
     @property
@@ -126,7 +139,7 @@ def _summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         groups[(r["specimen"], r["level"], r["method"])].append(r)
     out = []
     for (specimen, level, method), rs in sorted(groups.items()):
-        row: dict[str, Any] = {"specimen": specimen, "level": level, "method": method, "cells": len(rs)}
+        row: dict[str, Any] = {"specimen": specimen, "level": level, "method": method, "n": len(rs)}
         for m in METRICS:
             vals = np.array([r[m] for r in rs], dtype=float)
             vals = vals[np.isfinite(vals)]
@@ -134,6 +147,90 @@ def _summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             row[f"{m}_std"] = float(vals.std()) if vals.size else float("nan")
         out.append(row)
     return out
+
+
+def find_missing(records: list, *, cells: str | Iterable[int] | None = None,
+                 levels: str | Iterable[int] | None = None) -> list[dict[str, Any]]:
+    """Every (specimen, cell, level) of the selection that has no complete raw/GT pair on disk.
+
+    The expected set per specimen is every ``Cell_NNN`` folder of its specimen
+    folder (within ``cells``) times every signal level any of its cells has
+    (within ``levels``). Returns rows with ``specimen``, ``cell``, ``level`` and
+    ``missing_file`` (the raw stack when it is absent, else the GT).
+    """
+    from dfcan_tf.biosr import parse_cells
+
+    keep_cells, keep_levels = parse_cells(cells), parse_cells(levels)
+    folders: dict[str, Path] = {}
+    for rec in records:
+        cell_dir = rec.raw_path.parent
+        if cell_dir.name == "RawSIMData":
+            cell_dir = cell_dir.parent
+        folders.setdefault(rec.specimen, cell_dir.parent)
+    raw_re = "RawSIMData_level_"
+    out: list[dict[str, Any]] = []
+    for specimen, folder in sorted(folders.items()):
+        cell_dirs: dict[int, Path] = {}
+        for p in folder.iterdir():
+            if p.is_dir() and p.name.lower().startswith("cell_") and p.name[5:].isdigit():
+                c = int(p.name[5:])
+                if keep_cells is None or c in keep_cells:
+                    cell_dirs[c] = p
+        present: dict[int, set[int]] = {}
+        all_levels: set[int] = set()
+        for c, d in cell_dirs.items():
+            raw_dir = d / "RawSIMData" if (d / "RawSIMData").is_dir() else d
+            found = set()
+            for f in raw_dir.iterdir():
+                name = f.name
+                if name.startswith(raw_re) and name.endswith(".mrc") and name[len(raw_re):-4].isdigit():
+                    found.add(int(name[len(raw_re):-4]))
+            present[c] = found
+            all_levels |= {lv for lv in found if keep_levels is None or lv in keep_levels}
+        have = {(r.cell, r.level) for r in records if r.specimen == specimen}
+        gt_name = next((r.gt_path.name for r in records if r.specimen == specimen), "SIM_gt.mrc")
+        for c, d in sorted(cell_dirs.items()):
+            er = (d / "RawSIMData").is_dir()
+            for lv in sorted(all_levels):
+                if (c, lv) in have:
+                    continue
+                raw = (d / "RawSIMData" if er else d) / f"{raw_re}{lv:02d}.mrc"
+                if not raw.is_file():
+                    missing = raw
+                elif er:
+                    missing = d / "GTSIM" / f"GTSIM_level_{lv:02d}.mrc"
+                else:
+                    missing = d / (gt_name if not gt_name.startswith("GTSIM") else "SIM_gt.mrc")
+                out.append({"specimen": specimen, "cell": c, "level": lv, "missing_file": str(missing)})
+    return out
+
+
+def output_names(specimens: Iterable[str], save_predictions: bool) -> dict[str, bool]:
+    """The names :func:`evaluate_run` writes in its output folder, mapped to True for folders."""
+    names = {"metrics.csv": False, "summary.csv": False, "missing.csv": False}
+    names.update({f"{s}.png": False for s in sorted(set(specimens))})
+    if save_predictions:
+        names["predictions"] = True
+    return names
+
+
+def check_output(out_dir: str | os.PathLike, names: dict[str, bool], *, overwrite: bool,
+                 inputs: Iterable[str | os.PathLike] = ()) -> None:
+    """Refuse an output folder evaluate may not write (before any work).
+
+    ``out_dir`` must be new, empty, or a previous ``dfcan evaluate`` output
+    (replaced only with ``overwrite``); none of ``names`` may be taken by the
+    wrong kind of entry (a folder where a file goes, or the reverse).
+    """
+    out_dir = Path(out_dir)
+    if out_dir.is_dir():
+        for name, is_dir in names.items():
+            p = out_dir / name
+            if p.exists() and p.is_dir() != is_dir:
+                kind = "folder" if p.is_dir() else "file"
+                raise DfcanError(f"{p}: evaluate writes a {'folder' if is_dir else 'file'} {name} there, but a "
+                                 f"{kind} of that name exists; move it away or choose another output folder")
+    safety.check_output_dir(out_dir, command="evaluate", overwrite=overwrite, inputs=inputs)
 
 
 def _plot(path: Path, specimen: str, summary: list[dict[str, Any]], title: str) -> Path:
@@ -186,6 +283,7 @@ def evaluate_run(
     overlap: int = DEFAULT_OVERLAP,
     resolution: bool = True,
     save_predictions: bool = False,
+    overwrite: bool = False,
     progress: bool = True,
 ) -> EvaluationResult:
     """Predict every (cell, level) of a BioSR-layout test set and score it against GT-SIM.
@@ -207,6 +305,9 @@ def evaluate_run(
         Also compute the decorrelation resolution (nm) of model and bicubic outputs.
     save_predictions
         Write every prediction as 16-bit TIFF under ``out_dir/predictions``.
+    overwrite
+        Replace ``out_dir`` when it holds a previous ``dfcan evaluate`` output
+        (never any other non-empty folder).
     progress
         tqdm bar over records.
 
@@ -219,17 +320,22 @@ def evaluate_run(
     Raises
     ------
     DfcanError
-        Bad run folder, no data found, or every record failed.
+        Bad run folder, no data found, an output folder that may not be
+        written (checked before any work), or every record failed; nothing is
+        written then.
     """
     from dfcan_tf.biosr import discover
     from dfcan_tf.io import read_mrc_header, write_tiff
 
     t0 = time.perf_counter()
     records = discover(data_root, specimens=specimens, cells=cells, levels=levels)
+    out_dir = Path(out_dir)
+    run_path = Path(getattr(run_dir, "path", run_dir))
+    names = output_names((r.specimen for r in records), save_predictions)
+    check_output(out_dir, names, overwrite=overwrite, inputs=[data_root, run_path])
+    result = EvaluationResult(missing=find_missing(records, cells=cells, levels=levels))
     model, data, scale, channels = resolve_run(run_dir, backend, which)
     normalization = data.get("normalization", "minmax")
-    out_dir = Path(out_dir)
-    result = EvaluationResult()
 
     iterator: Iterable = records
     if progress:
@@ -266,7 +372,7 @@ def evaluate_run(
                 row["resolution_nm"] = decorrelation_resolution(res_image, px) if resolution else float("nan")
                 result.rows.append(row)
             if save_predictions:
-                dest = out_dir / "predictions" / rec.specimen / f"Cell_{rec.cell:03d}_level_{rec.level:02d}.tif"
+                dest = Path("predictions") / rec.specimen / f"Cell_{rec.cell:03d}_level_{rec.level:02d}.tif"
                 predictions.append((dest, pred, sr_px))
         except DfcanError as exc:
             result.failures.append((rec.raw_path, str(exc)))
@@ -276,20 +382,37 @@ def evaluate_run(
         details = "; ".join(m for _, m in result.failures[:3])
         raise DfcanError(f"{data_root}: no record could be evaluated ({details})")
 
-    columns = ["specimen", "cell", "level", "method", *METRICS]
+    # Everything goes into a staged folder next to the output, which replaces it only when complete.
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staged = Path(tempfile.mkdtemp(prefix=safety.PART_PREFIX + "evaluate-", dir=out_dir.parent))
+    try:
+        os.chmod(staged, 0o777 & ~_umask())
+        summary = _summarise(result.rows)
+        _write_csv(staged / "metrics.csv", result.rows, ["specimen", "cell", "level", "method", *METRICS])
+        _write_csv(staged / "summary.csv", summary,
+                   ["specimen", "level", "method", "n", *(f"{m}_{s}" for m in METRICS for s in ("mean", "std"))])
+        _write_csv(staged / "missing.csv", result.missing, ["specimen", "cell", "level", "missing_file"])
+        title = f"{run_path.name} vs bicubic wide-field"
+        plotted = sorted({r["specimen"] for r in result.rows})
+        for specimen in plotted:
+            _plot(staged / f"{specimen}.png", specimen, summary, title)
+        for dest, pred, px in predictions:
+            write_tiff(staged / dest, pred, pixel_size_nm=px)
+        safety.replace_dir(staged, out_dir, command="evaluate")
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
     result.csv_path = out_dir / "metrics.csv"
-    _write_csv(result.csv_path, result.rows, columns)
-    summary = _summarise(result.rows)
     result.summary_path = out_dir / "summary.csv"
-    _write_csv(result.summary_path, summary,
-               ["specimen", "level", "method", "cells", *(f"{m}_{s}" for m in METRICS for s in ("mean", "std"))])
-    title = f"{Path(getattr(run_dir, 'path', run_dir)).name} vs bicubic wide-field"
-    for specimen in sorted({r["specimen"] for r in result.rows}):
-        result.plots.append(_plot(out_dir / f"{specimen}.png", specimen, summary, title))
-    for dest, pred, px in predictions:
-        write_tiff(dest, pred, pixel_size_nm=px)
+    result.missing_path = out_dir / "missing.csv"
+    result.plots = [out_dir / f"{s}.png" for s in plotted]
     result.seconds = time.perf_counter() - t0
     return result
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 # --------------------------------------------------------------------------- CLI
@@ -311,6 +434,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP, help=f"tile overlap (default {DEFAULT_OVERLAP})")
     parser.add_argument("--no-resolution", action="store_true", help="skip the decorrelation resolution")
     parser.add_argument("--save-predictions", action="store_true", help="also write every prediction as TIFF")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the output folder if it holds a previous 'dfcan evaluate' output")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -319,13 +444,25 @@ def run_from_args(args: argparse.Namespace) -> int:
     result = evaluate_run(
         args.run, args.data, args.output, specimens=specimens, cells=args.cells, levels=args.levels,
         which=args.which, backend=args.backend, tile_size=args.tile_size, overlap=args.overlap,
-        resolution=not args.no_resolution, save_predictions=args.save_predictions, progress=not args.no_progress,
+        resolution=not args.no_resolution, save_predictions=args.save_predictions, overwrite=args.overwrite,
+        progress=not args.no_progress,
     )
     for specimen in sorted({r["specimen"] for r in result.rows}):
         print(f"{specimen}: " + ", ".join(
             f"{m} {result.mean(m, 'model', specimen):.4g} (bicubic {result.mean(m, 'bicubic', specimen):.4g})"
             for m in ("psnr", "ssim", "nrmse", "resolution_nm")))
+    if result.missing:
+        counts: dict[str, int] = defaultdict(int)
+        for m in result.missing:
+            counts[m["specimen"]] += 1
+        print("missing records (their levels are averaged over fewer cells; column n of summary.csv): "
+              + ", ".join(f"{s} {k}" for s, k in sorted(counts.items())) + f"; listed in {result.missing_path}")
+        for m in result.missing[:5]:
+            print(f"  {m['specimen']} cell {m['cell']} level {m['level']}: no {m['missing_file']}")
+        if len(result.missing) > 5:
+            print(f"  ... and {len(result.missing) - 5} more")
     print(result.csv_path)
+    print(result.summary_path)
     for path in result.plots:
         print(path)
     for _path, message in result.failures:

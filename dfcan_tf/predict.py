@@ -71,6 +71,7 @@ from typing import Any
 
 import numpy as np
 
+from dfcan_tf import safety
 from dfcan_tf.errors import DfcanError
 from dfcan_tf.tiling import predict_tiled, tile_specs
 
@@ -441,6 +442,7 @@ def predict_files(
     batch_size: int = 1,
     dtype: str = "uint16",
     remove_outliers: bool = False,
+    overwrite: bool = False,
     progress: bool = True,
 ) -> PredictSummary:
     """Super-resolve files, folders and globs of TIFF/MRC with a run folder.
@@ -462,6 +464,10 @@ def predict_files(
         As :func:`predict_image`.
     dtype
         ``"uint16"`` (default; [0, 1] mapped to 0–65535) or ``"float32"``.
+    overwrite
+        Replace existing outputs, and only those a previous ``dfcan predict``
+        wrote (recorded in the output folder's manifest, see
+        :mod:`dfcan_tf.safety`); any other existing file is refused.
     progress
         tqdm bars over files and tiles.
 
@@ -474,8 +480,10 @@ def predict_files(
     Raises
     ------
     DfcanError
-        For problems before any file is read: bad run folder, inputs that match
-        nothing, outputs that would overwrite inputs or each other.
+        For problems before any file is read or the network is loaded: bad run
+        folder, inputs that match nothing, outputs that would overwrite inputs
+        or each other, an output folder that is a file or not writable, or
+        existing outputs (without ``overwrite``, or not written by predict).
     """
     t0 = time.perf_counter()
     files = expand_inputs(inputs)
@@ -489,6 +497,13 @@ def predict_files(
         if out.exists() and out.resolve() == f.resolve():
             raise DfcanError(f"{f}: the output {out} would overwrite the input; choose another output folder")
         targets[f] = out
+    # Every destination is checked before the network is loaded or run.
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DfcanError(f"{out_dir}: the output folder is an existing file; give a folder path "
+                         "(outputs are <input name>.tif)")
+    run_path = Path(getattr(run, "path", run))
+    for out in targets.values():
+        safety.check_output_file(out, command="predict", overwrite=overwrite, inputs=[*files, run_path])
     model, data, scale, channels = resolve_run(run, backend, which)
 
     summary = PredictSummary()
@@ -504,6 +519,7 @@ def predict_files(
                 overlap=overlap, batch_size=batch_size, dtype=dtype, remove_outliers=remove_outliers,
                 progress=progress,
             ))
+            safety.record_output(targets[f], "predict")
         except DfcanError as exc:
             summary.failures.append((f, str(exc)))
         except Exception as exc:  # noqa: BLE001 -- any failure is reported per file; the others continue
@@ -541,6 +557,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=1, help="tiles per network call (default 1)")
     parser.add_argument("--dtype", choices=("uint16", "float32"), default="uint16", help="output type (default uint16)")
     parser.add_argument("--remove-outliers", action="store_true", help="replace hot pixels of the output")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace existing outputs written by a previous 'dfcan predict'")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -548,7 +566,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     summary = predict_files(
         args.run, args.inputs, args.output, backend=args.backend, which=args.which, tile_size=args.tile_size,
         overlap=args.overlap, batch_size=args.batch_size, dtype=args.dtype, remove_outliers=args.remove_outliers,
-        progress=not args.no_progress,
+        overwrite=args.overwrite, progress=not args.no_progress,
     )
     for path in summary.outputs:
         print(path)

@@ -127,9 +127,18 @@ def check_output_dir(out: str | os.PathLike, *, command: str, overwrite: bool,
 
 
 def replace_dir(staged: str | os.PathLike, out: str | os.PathLike, *, command: str) -> None:
-    """Move the complete folder ``staged`` onto ``out``, replacing ``out`` only if ``command`` marked it."""
+    """Move the complete folder ``staged`` onto ``out``, replacing ``out`` only if ``command`` marked it.
+
+    An existing empty folder ``out`` is kept and filled with the staged files.
+    """
     staged, out = Path(staged), Path(out)
     write_marker(staged, command)
+    if out.is_dir() and not out.is_symlink() and not any(out.iterdir()):
+        # An empty folder (the user made it for us): fill it, marker last, keeping the folder itself.
+        for child in sorted(staged.iterdir(), key=lambda c: c.name == MARKER):
+            os.replace(child, out / child.name)
+        staged.rmdir()
+        return
     if out.exists():
         marker = read_marker(out)
         if not out.is_dir() or marker is None or marker.get("command") != command:
@@ -159,6 +168,13 @@ def written_by(path: str | os.PathLike) -> str | None:
     path = Path(path)
     entry = _read_manifest(path).get(path.name)
     return entry.get("command") if isinstance(entry, dict) else None
+
+
+def output_record(path: str | os.PathLike) -> dict | None:
+    """The whole manifest entry of ``path`` (``command``, ``written`` and what the writer recorded), or None."""
+    path = Path(path)
+    entry = _read_manifest(path).get(path.name)
+    return dict(entry) if isinstance(entry, dict) else None
 
 
 def record_output(path: str | os.PathLike, command: str, **info) -> None:

@@ -33,12 +33,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import scipy.fft as sfft
 
+from dfcan_tf import safety
 from dfcan_tf.errors import DfcanError
 
 SPECIMENS = ("CCPs", "ER", "Microtubules", "F-actin", "F-actin_Nonlinear")
@@ -595,6 +598,65 @@ def _resolve_specimens(specimens) -> list[str]:
     return out
 
 
+def check_output(out_dir: str | os.PathLike, cell_dirs: list[Path], *, overwrite: bool) -> None:
+    """Refuse a dataset root or cell folders that ``dfcan simulate`` may not write (before any work).
+
+    The root must be new, empty, or a previous ``dfcan simulate`` output (its
+    marker), to which cells are added. An existing cell folder is replaced
+    only with ``overwrite`` and only when it holds the ``simulation.json`` that
+    :func:`write_cell` leaves.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DfcanError(f"{out_dir}: the output folder is an existing file; give a folder path")
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        marker = safety.read_marker(out_dir)
+        if marker is None or marker.get("command") != "simulate":
+            what = "no dfcan output marker" if marker is None else f"the output of 'dfcan {marker.get('command')}'"
+            raise DfcanError(f"{out_dir} is not empty and was not written by 'dfcan simulate' ({what}); "
+                             "simulate into a new or empty folder, or into a previous simulate output to add cells")
+        if not os.access(out_dir, os.W_OK | os.X_OK):
+            raise DfcanError(f"{out_dir}: the output folder is not writable")
+    else:
+        safety.check_output_dir(out_dir, command="simulate", overwrite=False)
+    existing = []
+    for d in cell_dirs:
+        for p in (d.parent, d):
+            if p.exists() and not p.is_dir():
+                raise DfcanError(f"{p}: a file is in the way of the cell folder {d}; move it away")
+        if d.exists():
+            if not overwrite:
+                existing.append(d)
+            elif not (d / "simulation.json").is_file():
+                raise DfcanError(f"{d} has no simulation.json, so it was not written by 'dfcan simulate'; "
+                                 "--overwrite replaces only simulated cells. Move it away or choose another folder")
+        if d.parent.is_dir() and not os.access(d.parent, os.W_OK | os.X_OK):
+            raise DfcanError(f"{d.parent}: the specimen folder is not writable")
+    if existing:
+        raise DfcanError(f"{existing[0]} exists ({len(existing)} cell folders in all); pass overwrite / --overwrite "
+                         "to replace simulated cells")
+
+
+def _write_cell_atomic(cell: SimulatedCell, cell_dir: Path) -> None:
+    """Write a cell into a staged folder, then put it in place of ``cell_dir`` (replacing an old one)."""
+    cell_dir.parent.mkdir(parents=True, exist_ok=True)
+    staged = Path(tempfile.mkdtemp(prefix=safety.PART_PREFIX + cell_dir.name + "-", dir=cell_dir.parent))
+    try:
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(staged, 0o777 & ~mask)
+        write_cell(cell, staged)
+        if cell_dir.exists():
+            trash = Path(tempfile.mkdtemp(prefix=safety.PART_PREFIX + "old-", dir=cell_dir.parent))
+            os.replace(cell_dir, trash / cell_dir.name)
+            os.replace(staged, cell_dir)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(staged, cell_dir)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
+
+
 def simulate_dataset(
     out_dir: str | os.PathLike,
     *,
@@ -624,7 +686,10 @@ def simulate_dataset(
         Master seed; each (specimen, cell) draws from its own child seed, so a
         cell's data do not depend on which other cells are simulated.
     overwrite
-        Replace existing cell folders instead of refusing.
+        Replace existing simulated cell folders instead of refusing. ``out_dir``
+        itself must be new, empty or a previous simulate output (see
+        :func:`check_output`); each cell is written in a staged folder and
+        moved in place when complete.
     progress
         Show a tqdm progress bar.
     **cell_kwargs
@@ -638,8 +703,8 @@ def simulate_dataset(
     Raises
     ------
     DfcanError
-        Bad argument, or a cell folder exists and ``overwrite`` is false; in
-        both cases nothing is written.
+        Bad argument, an output that may not be written, or a cell folder
+        exists and ``overwrite`` is false; in all cases nothing is written.
     """
     from tqdm import tqdm
 
@@ -657,15 +722,16 @@ def simulate_dataset(
     _check_sizes(size, levels, cell_kwargs.get("photons", (15.0, 600.0)))
     out_dir = Path(out_dir)
     jobs = [(s, c, out_dir / s / f"Cell_{c:03d}") for s in names for c in cell_ids]
-    existing = [str(d) for _, _, d in jobs if d.exists()]
-    if existing and not overwrite:
-        raise DfcanError(f"{existing[0]} exists ({len(existing)} cell folders in all); pass overwrite / --overwrite")
+    check_output(out_dir, [d for _, _, d in jobs], overwrite=overwrite)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if safety.read_marker(out_dir) is None:
+        safety.write_marker(out_dir, "simulate")
     written = []
     for specimen, cell, cell_dir in tqdm(jobs, desc="simulate", unit="cell", disable=not progress):
         ss = np.random.SeedSequence([int(seed), SPECIMENS.index(specimen), cell])
         sim = simulate_cell(specimen, size=size, levels=levels, seed=ss, **cell_kwargs)
         sim.params.update({"cell": cell, "seed": int(seed)})
-        write_cell(sim, cell_dir)
+        _write_cell_atomic(sim, cell_dir)
         written.append(cell_dir)
     return written
 
@@ -689,7 +755,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--modulation", type=float, default=0.8, help="illumination modulation depth")
     parser.add_argument("--pattern-ratio", type=float, default=0.9, help="pattern frequency / detection cutoff")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--overwrite", action="store_true", help="replace existing cell folders")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace cell folders of a previous 'dfcan simulate' output")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 

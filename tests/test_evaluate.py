@@ -86,7 +86,8 @@ def test_evaluate_run_sisr_csv_summary_plots(dataset, runs, tmp_path):
     for r in rows:
         assert float(r["resolution_nm"]) >= (2 * 31.3 if r["method"] == "model" else 2 * 62.6) - 1e-6
     summary = _read_csv(out / "summary.csv")
-    assert len(summary) == 2 * 3 * 2 and {int(r["cells"]) for r in summary} == {2}
+    assert len(summary) == 2 * 3 * 2 and {int(r["n"]) for r in summary} == {2}
+    assert _read_csv(out / "missing.csv") == []  # complete data set: header only
     for name in ("ER.png", "Microtubules.png"):
         img = mpimg.imread(out / name)
         assert img.ndim == 3 and img.shape[0] > 200 and img.shape[1] > 600
