@@ -8,6 +8,7 @@ or failed write never leaves a half-written output.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import tempfile
 from collections.abc import Iterator
@@ -89,28 +90,173 @@ def write_tiff(
     return Path(path)
 
 
-def read_tiff(path: str | os.PathLike) -> tuple[np.ndarray, dict]:
-    """Read a TIFF as ``(array, metadata)``; metadata holds ``pixel_size_nm`` when present."""
+class _TiffLog(logging.Handler):
+    """Collects what tifffile logs while a file is read (it logs, not raises, on many corruptions)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+# Pixel types a reader may return; anything else (bool from 1-bit TIFFs, complex, 64-bit
+# integers, structured) is refused.
+_SUPPORTED_DTYPES = frozenset(np.dtype(t) for t in ("u1", "i1", "u2", "i2", "u4", "i4", "f2", "f4", "f8"))
+
+
+def _check_dtype(path: Path, dtype: np.dtype) -> None:
+    if dtype.kind == "b":
+        raise DfcanError(f"{path}: 1-bit (black and white) image; expected 8/16/32-bit grayscale pixels")
+    if np.dtype(dtype).newbyteorder("=") not in _SUPPORTED_DTYPES:
+        raise DfcanError(
+            f"{path}: unsupported pixel type {dtype}; expected 8/16/32-bit integers or 16/32/64-bit floats"
+        )
+
+
+def _read_tiff_checked(path: Path, tif, size: int) -> tuple[np.ndarray, dict, str]:
+    """Read series 0 of an open ``tifffile.TiffFile`` after checking it against the file's own claims."""
+    import tifffile
+
+    if not len(tif.pages) or not tif.series:
+        raise DfcanError(f"{path}: the TIFF holds no image")
+    series = tif.series[0]
+    page = tif.pages.first
+    frame_shape = tuple(n for n, ax in zip(series.shape, series.axes) if ax in "YXS")
+    frames_read = int(np.prod(series.shape)) // max(int(np.prod(frame_shape)), 1) if frame_shape else 0
+
+    # Frame count: the ImageJ description (images=, channels × slices × frames) and the shaped
+    # description ({"shape": [...]}) say how many frames the file holds.
+    ij = tif.imagej_metadata if tif.is_imagej else None
+    if ij:
+        images = int(ij.get("images", 1))
+        czt = [int(ij[k]) for k in ("channels", "slices", "frames") if k in ij]
+        if czt and int(np.prod(czt)) != images:
+            raise DfcanError(
+                f"{path}: corrupt ImageJ metadata: images={images} but channels × slices × frames = "
+                f"{' × '.join(map(str, czt))}"
+            )
+        if (series.kind == "imagej" and frames_read != images) or (series.kind != "imagej" and images > 1):
+            raise DfcanError(
+                f"{path}: truncated or corrupt TIFF: its ImageJ metadata says {images} images, "
+                f"{frames_read} can be read"
+            )
+    shaped = tif.shaped_metadata if tif.is_shaped else None
+    if shaped and "shape" in shaped[0]:
+        claimed = [int(n) for n in shaped[0]["shape"]]
+        if int(np.prod(claimed)) != int(np.prod(series.shape)):
+            raise DfcanError(
+                f"{path}: truncated or corrupt TIFF: its description says shape {tuple(claimed)}, "
+                f"the pages hold {series.shape}"
+            )
+    if series.kind in ("generic", "uniform"):
+        # No metadata: every full-resolution page must belong to the image, else a page was
+        # damaged (a different size or type, or missing tags) and would be silently dropped.
+        full = [p for p in tif.pages if not getattr(p, "is_reduced", False)]
+        if len(series.pages) != len(full):
+            shapes = ", ".join(f"{s.shape} {s.dtype}" for s in tif.series)
+            raise DfcanError(
+                f"{path}: corrupt TIFF: {len(series.pages)} of its {len(full)} pages make an image ({shapes}); "
+                "expected one image or a stack of equal frames"
+            )
+
+    # Data: every strip/tile must lie inside the file and, uncompressed, hold the whole frame.
+    _check_dtype(path, series.dtype)
+    if series.dataoffset is not None:  # contiguous, uncompressed (ImageJ stacks): one block
+        if series.dataoffset + series.nbytes > size:
+            raise DfcanError(
+                f"{path}: truncated: the TIFF's {frames_read} frame(s) need bytes {series.dataoffset}–"
+                f"{series.dataoffset + series.nbytes}, the file has {size}"
+            )
+    else:
+        for i, p in enumerate(series.pages):
+            if p is None:
+                raise DfcanError(f"{path}: truncated or corrupt TIFF: page {i} of the image is missing")
+            offsets, counts = p.dataoffsets, p.databytecounts
+            if not offsets or any(c <= 0 for c in counts) or any(o + c > size for o, c in zip(offsets, counts)):
+                raise DfcanError(
+                    f"{path}: truncated or corrupt TIFF: the data of page {i} lie outside the file "
+                    f"({size} bytes) or are missing"
+                )
+            if p.compression == tifffile.COMPRESSION.NONE and sum(counts) < p.nbytes:
+                raise DfcanError(
+                    f"{path}: truncated or corrupt TIFF: page {i} is {p.shape} {p.dtype} ({p.nbytes} bytes) "
+                    f"but holds {sum(counts)} bytes of data"
+                )
+    arr = series.asarray()
+    if arr.shape != series.shape:
+        raise DfcanError(f"{path}: corrupt TIFF: read {arr.shape} where the pages say {series.shape}")
+
+    meta: dict = {}
+    tag = page.tags.get("XResolution")
+    if tag is not None:
+        num, den = tag.value
+        if num and den:
+            unit = (ij or {}).get("unit", "um")
+            per_unit = {"um": 1000.0, "micron": 1000.0, "\\u00B5m": 1000.0, "µm": 1000.0, "nm": 1.0}
+            size_nm = den / num * per_unit.get(unit, 1000.0)
+            if np.isfinite(size_nm) and size_nm > 0:
+                meta["pixel_size_nm"] = size_nm
+    colour = page.photometric in (tifffile.PHOTOMETRIC.RGB, tifffile.PHOTOMETRIC.YCBCR)
+    return arr, meta, "colour" if colour else series.axes
+
+
+def _read_tiff(path: Path) -> tuple[np.ndarray, dict, str]:
     import tifffile
 
     path = Path(path)
+    if not path.is_file():
+        raise DfcanError(f"{path}: no such file")
+    size = path.stat().st_size
+    logger = logging.getLogger("tifffile")
+    log = _TiffLog()
+    propagate, level, effective = logger.propagate, logger.level, logger.getEffectiveLevel()
+    logger.addHandler(log)
+    logger.propagate = False
+    logger.setLevel(logging.WARNING)  # errors must reach the check below whatever the application set
     try:
-        with tifffile.TiffFile(path) as tif:
-            arr = tif.asarray()
-            meta: dict = {}
-            page = tif.pages[0]
-            tag = page.tags.get("XResolution")
-            if tag is not None:
-                num, den = tag.value
-                if num:
-                    unit = (tif.imagej_metadata or {}).get("unit", "um")
-                    per_unit = {"um": 1000.0, "micron": 1000.0, "\\u00B5m": 1000.0, "µm": 1000.0, "nm": 1.0}
-                    scale = per_unit.get(unit, 1000.0)
-                    meta["pixel_size_nm"] = den / num * scale
+        try:
+            with tifffile.TiffFile(path) as tif:
+                arr, meta, axes = _read_tiff_checked(path, tif, size)
+        finally:
+            logger.removeHandler(log)
+            logger.propagate = propagate
+            logger.setLevel(level)
+        errors = [r for r in log.records if r.levelno >= logging.ERROR]
+        if errors:  # tifffile logs (and works around) broken IFD chains, tags and series metadata
+            raise DfcanError(f"{path}: corrupt TIFF ({errors[0].getMessage()})")
+    except DfcanError:
+        raise
     except FileNotFoundError:
         raise DfcanError(f"{path}: no such file") from None
-    except Exception as exc:  # tifffile raises many types on corrupt files
-        raise DfcanError(f"{path}: not a readable TIFF ({exc})") from None
+    except Exception as exc:  # tifffile raises many types on corrupt files (and MemoryError on absurd sizes)
+        raise DfcanError(f"{path}: not a readable TIFF ({type(exc).__name__}: {exc})") from None
+    for record in log.records:  # warnings that did not make the file unreadable are passed on
+        if record.levelno >= effective:
+            logger.handle(record)
+    return arr, meta, axes
+
+
+def read_tiff(path: str | os.PathLike) -> tuple[np.ndarray, dict]:
+    """Read a TIFF as ``(array, metadata)``; metadata holds ``pixel_size_nm`` when present.
+
+    The first image series is read (all frames of an ImageJ or tifffile stack, or
+    all equal pages of a plain multi-page TIFF) after checking it against what the
+    file says about itself.
+
+    Raises
+    ------
+    DfcanError
+        Naming the file, when it is missing or not a TIFF; when it holds fewer
+        frames than its ImageJ metadata (``images=``, ``channels`` × ``slices`` ×
+        ``frames``) or its shape description says, or its IFD chain is broken
+        (a truncated stack); when pixel data lie beyond the end of the file or
+        are shorter than the page; when its pages differ in size or type; when
+        tifffile reports any other corruption; or when the pixels are 1-bit,
+        complex or otherwise not 8/16/32-bit integers or 16/32/64-bit floats.
+    """
+    arr, meta, _ = _read_tiff(Path(path))
     return arr, meta
 
 
@@ -306,9 +452,9 @@ def read_mrc(path: str | os.PathLike) -> tuple[np.ndarray, dict]:
                 warnings.simplefilter("error")  # an mrcfile warning here means a malformed file
                 with mrcfile.open(path, mode="r", permissive=False) as mrc:
                     arr = np.array(mrc.data)
-        except (ValueError, RuntimeWarning) as exc:
-            raise DfcanError(f"{path}: not a valid MRC2014 file ({exc})") from None
-        arr = arr.reshape(shape)
+            arr = arr.reshape(shape)
+        except Exception as exc:  # noqa: BLE001 - mrcfile raises ValueError, warnings, struct/Memory errors
+            raise DfcanError(f"{path}: not a valid MRC2014 file ({type(exc).__name__}: {exc})") from None
     else:
         dtype = meta["dtype"].newbyteorder(meta["byte_order"])
         count = int(np.prod(shape))
@@ -421,7 +567,9 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray, dict]:
     Raises
     ------
     DfcanError
-        Missing, empty, malformed or colour file.
+        Missing, empty (0 bytes or 0 pixels), malformed, truncated or colour file;
+        pixels that are not 8/16/32-bit integers or 16/32/64-bit floats; NaN or
+        infinite pixel values. See :func:`read_tiff` and :func:`read_mrc_header`.
     """
     path = Path(path)
     if not path.is_file():
@@ -431,12 +579,25 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray, dict]:
     if not magic:
         raise DfcanError(f"{path}: empty file (0 bytes); expected a TIFF or MRC image")
     if magic in _TIFF_MAGIC:
-        arr, meta = read_tiff(path)
-        if arr.ndim == 3 and arr.shape[-1] in (3, 4) and arr.shape[0] > 4:
+        arr, meta, axes = _read_tiff(path)
+        if axes == "colour" or ("S" in axes and arr.shape[axes.index("S")] in (3, 4) and axes.endswith("S")):
             raise DfcanError(f"{path}: colour TIFF of shape {arr.shape}; expected a grayscale image or stack")
         if arr.ndim < 2:
             raise DfcanError(f"{path}: TIFF of shape {arr.shape} is not an image")
-        return arr.reshape((-1, *arr.shape[-2:])), meta
-    if path.suffix.lower() in _MRC_SUFFIXES or path.suffix.lower() not in {".tif", ".tiff"}:
-        return read_mrc(path)
-    raise DfcanError(f"{path}: not a TIFF file (bad magic bytes {magic!r})")
+    elif path.suffix.lower() in _MRC_SUFFIXES or path.suffix.lower() not in {".tif", ".tiff"}:
+        arr, meta = read_mrc(path)
+    else:
+        raise DfcanError(f"{path}: not a TIFF file (bad magic bytes {magic!r})")
+    if arr.size == 0:
+        raise DfcanError(f"{path}: empty image of shape {arr.shape}; expected at least one pixel")
+    _check_dtype(path, arr.dtype)
+    if arr.dtype.kind == "f":
+        finite = np.isfinite(arr)
+        if not finite.all():
+            bad = int(arr.size - np.count_nonzero(finite))
+            first = tuple(int(i) for i in np.argwhere(~finite)[0])
+            raise DfcanError(
+                f"{path}: {bad} pixel value(s) are NaN or infinite (the first at index {first}); "
+                "a damaged file, or not an intensity image"
+            )
+    return arr.reshape((-1, *arr.shape[-2:])), meta
