@@ -33,6 +33,7 @@ DEFAULT_RUN = Path(__file__).resolve().parents[1] / "weights" / "dfcan_sisr_mt_x
 def check_output(out: str | Path, run_dir: str | Path) -> None:
     """Refuse an output folder the demo may not write: a file, unwritable, not empty and not a demo output."""
     out = Path(out)
+    safety.check_not_input(out, [run_dir], flag="output folder")
     if out.is_dir() and any(out.iterdir()):
         marker = safety.read_marker(out)
         if marker is None or marker.get("command") != "demo":
