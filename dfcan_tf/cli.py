@@ -49,26 +49,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``dfcan`` with ``argv`` (default ``sys.argv[1:]``); return the exit status."""
-    from dfcan_tf.errors import DfcanError
-
     argv = list(sys.argv[1:] if argv is None else argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    parser = build_parser()
     # Parse the command name first, then let its module add its own arguments.
     command = next((a for a in argv if not a.startswith("-")), None)
-    if command in SUBCOMMANDS:
-        module = importlib.import_module(SUBCOMMANDS[command][0])
-        sub_action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-        module.add_arguments(sub_action.choices[command])
-    args = parser.parse_args(argv)
-    module = importlib.import_module(args._module)
     try:
-        return int(module.run_from_args(args) or 0)
-    except DfcanError as exc:
-        print(f"dfcan {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        from dfcan_tf.errors import DfcanError
+
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        parser = build_parser()
+        if command in SUBCOMMANDS:
+            module = importlib.import_module(SUBCOMMANDS[command][0])
+            sub_action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+            module.add_arguments(sub_action.choices[command])
+        args = parser.parse_args(argv)
+        command = args.command
+        module = importlib.import_module(args._module)
+        try:
+            return int(module.run_from_args(args) or 0)
+        except DfcanError as exc:
+            print(f"dfcan {args.command}: error: {exc}", file=sys.stderr)
+            return 2
     except KeyboardInterrupt:
-        print(f"dfcan {args.command}: interrupted", file=sys.stderr)
+        # Anywhere, including while TensorFlow is being imported or a model built: one line, no traceback.
+        prog = f"dfcan {command}" if command in SUBCOMMANDS else "dfcan"
+        print(f"{prog}: interrupted", file=sys.stderr)
         return 130
 
 

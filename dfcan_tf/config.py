@@ -25,6 +25,17 @@ DFCAN_DEFAULTS = {"width": 64, "n_groups": 4, "n_blocks": 4, "gamma": 0.8, "size
 DFGAN_GENERATOR_DEFAULTS = {**DFCAN_DEFAULTS, "n_groups": 5, "n_blocks": 10, "gamma": 0.1}
 
 
+# Upper bounds: far beyond any sensible network or recipe, low enough that a typo fails at once
+# instead of exhausting memory (REFERENCE sizes: width 64, 5x10 blocks, 128-pixel patches, batch 4).
+MODEL_LIMITS = {"input_channels": 256, "width": 1024, "n_groups": 64, "n_blocks": 64, "size_psc": 4096,
+                "reduction": 1024}
+TRAIN_LIMITS = {"patch_size": 4096, "batch_size": 1024, "g_updates": 100}
+
+
+def _check_max(name: str, value: int, limit: int) -> None:
+    _check(value <= limit, f"{name} must be at most {limit}. Received: {name}={value!r}")
+
+
 def _check(condition: bool, message: str) -> None:
     if not condition:
         raise DfcanError(message)
@@ -81,6 +92,8 @@ class ModelConfig:
             value = getattr(self, name)
             _check(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
                    f"{name} must be a positive integer. Received: {name}={value!r}")
+        for name, limit in MODEL_LIMITS.items():
+            _check_max(name, getattr(self, name), limit)
         _check(self.scale <= 4, f"scale must be between 1 and 4 (the paper uses 2 and 3). Received: scale={self.scale}")
         _check(self.width // self.reduction >= 1,
                f"width // reduction must be at least 1; lower reduction or raise width. "
@@ -146,6 +159,12 @@ class DiscriminatorConfig:
         _check(self.input_size >= 8, f"input_size must be at least 8. Received: input_size={self.input_size}")
         _check(len(self.widths) >= 1 and all(w >= 1 for w in self.widths),
                f"widths must be positive integers. Received: widths={self.widths}")
+        _check(self.input_size <= 16384, f"input_size must be at most 16384. Received: input_size={self.input_size}")
+        _check(len(self.widths) <= 16 and max(self.widths) <= 4096 and 1 <= self.head_width <= 4096
+               and 1 <= self.dense_width <= 65536,
+               f"discriminator sizes out of range (at most 16 blocks of width <= 4096, head_width <= 4096, "
+               f"dense_width <= 65536). Received: widths={self.widths}, head_width={self.head_width}, "
+               f"dense_width={self.dense_width}")
         _check(0 <= self.leaky_slope < 1, f"leaky_slope must be in [0, 1). Received: leaky_slope={self.leaky_slope}")
 
     def to_dict(self) -> dict[str, Any]:
@@ -291,6 +310,8 @@ class TrainConfig:
         for name in ("patch_size", "batch_size", "steps", "g_updates", "validate_every", "validate_patches",
                      "sample_every", "log_every", "plateau_patience"):
             _positive_int(name, getattr(self, name))
+        for name, limit in TRAIN_LIMITS.items():
+            _check_max(name, getattr(self, name), limit)
         for name in ("lr", "d_lr", "adversarial_weight"):
             _positive_float(name, getattr(self, name))
         _check(self.patch_size * self.model.scale >= 11,

@@ -15,11 +15,13 @@ every way a folder can be wrong raises :class:`DfcanError` naming the file.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import keras
+import numpy as np
 
 from dfcan_tf.config import ModelConfig, load_json, save_json
 from dfcan_tf.errors import DfcanError
@@ -130,9 +132,46 @@ def load_run(run_dir: str | os.PathLike, which: str = "best", *, spectrum: str |
             raise DfcanError(f"{run_dir}: no weights found (expected {path.relative_to(run_dir)})")
         path, which = other, other.name.split(".")[0]
     model = model_config.build()
-    try:
-        model.load_weights(path)
-    except Exception as exc:  # h5py/keras raise various types for corrupt or mismatched files
-        raise DfcanError(f"{path}: cannot load weights into the {model_config.architecture} described by "
-                         f"config.json ({type(exc).__name__}: {exc})") from None
+    load_weights_checked(model, path, f"the {_describe(model_config)} described by {run_dir / 'config.json'}")
     return Run(path=run_dir, config=doc, model_config=model_config, model=model, which=which)
+
+
+def _describe(model_config: ModelConfig) -> str:
+    """One-line architecture summary, e.g. ``dfcan (1 input channel(s), x2, width 64, ...)``."""
+    c = model_config
+    return (f"{c.architecture} ({c.input_channels} input channel(s), x{c.scale}, width {c.width}, "
+            f"{c.n_groups} groups x {c.n_blocks} blocks, size_psc {c.size_psc}, reduction {c.reduction})")
+
+
+def _short_reason(exc: BaseException) -> str:
+    """The first sentence of an exception's message, without Keras' dump of the offending tensors."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = text.split(" Example error message")[0]
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def load_weights_checked(model: keras.Model, path: str | os.PathLike, expected: str) -> None:
+    """``model.load_weights(path)`` quietly; a mismatch or non-finite weights raise a short :class:`DfcanError`.
+
+    Parameters
+    ----------
+    model
+        The built network.
+    path
+        A ``.weights.h5`` file.
+    expected
+        What the weights should fit, for the message (e.g. "the dfcan (...) described by RUN/config.json").
+    """
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            # Keras warns once per skipped layer before raising; the error below says it in one line.
+            warnings.simplefilter("ignore")
+            model.load_weights(path)
+    except Exception as exc:  # noqa: BLE001 - h5py/keras raise various types for corrupt or mismatched files
+        raise DfcanError(f"{path}: cannot load weights into {expected} ({type(exc).__name__}: {_short_reason(exc)}); "
+                         f"check that the weights and config.json belong to the same run") from None
+    bad = [w.path for w in model.weights if not np.all(np.isfinite(keras.ops.convert_to_numpy(w)))]
+    if bad:
+        raise DfcanError(f"{path}: {len(bad)} weight tensor(s) hold NaN or infinite values (first: {bad[0]}); "
+                         f"the training that wrote them diverged. Use another checkpoint or retrain")

@@ -44,13 +44,16 @@ from __future__ import annotations
 
 import argparse
 import csv
+import fcntl
 import io as _io
 import json
 import math
 import os
+import re
 import shutil
 import sys
 import time
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,11 +73,18 @@ from dfcan_tf.config import (
 )
 from dfcan_tf.errors import DfcanError
 from dfcan_tf.io import atomic_path
-from dfcan_tf.runs import read_run_config, save_weights, weights_path, write_config
+from dfcan_tf.runs import load_weights_checked, read_run_config, save_weights, weights_path, write_config
 
 NORMALIZATIONS = ("minmax", "divide65535")
 # What may differ between the sessions of one run: how long, and on which devices.
 RESUMABLE_CHANGES = ("steps", "strategy")
+# Held (flock, exclusive) by the `dfcan train` writing a run folder; holds that process's pid.
+LOCK_NAME = ".dfcan-train.lock"
+# What a checkpoint state file may name: a plain file-name stem inside weights/.
+_CHECKPOINT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+# `dfcan train` flags that architecture and recipe are made of (refused with --resume).
+ARCHITECTURE_FLAGS = ("width", "n_groups", "n_blocks", "size_psc", "reduction", "gamma")
+RESUME_FLAGS = ("resume", "data", "steps", "strategy", "no_progress")
 HISTORY_FIELDS = ("step", "time_s", "lr", "d_lr", "loss", "d_loss", "g_adv", "val_mse", "val_nrmse", "val_psnr",
                   "val_ssim", "best_nrmse")
 
@@ -103,6 +113,15 @@ __all__ = [
 def _check_normalization(how: str) -> None:
     if how not in NORMALIZATIONS:
         raise DfcanError(f"normalization must be one of {NORMALIZATIONS}. Received: normalization={how!r}")
+
+
+def _check_finite(name: str, what: str, a: np.ndarray) -> None:
+    """Refuse NaN or infinite values in training data (they make every loss and metric NaN)."""
+    a = np.asarray(a)
+    if a.dtype.kind in "fc" and not np.all(np.isfinite(a)):
+        bad = int(np.size(a) - np.count_nonzero(np.isfinite(a)))
+        raise DfcanError(f"{name}: the {what} hold {bad} NaN or infinite value(s); training needs finite data. "
+                         f"Fix or drop those images")
 
 
 def _normalize(x: np.ndarray, how: str) -> np.ndarray:
@@ -142,6 +161,8 @@ class ArraySource:
         if scale < 1 or y.shape[1] != scale * x.shape[1] or y.shape[2] != scale * x.shape[2]:
             raise DfcanError(f"{name}: GT must be an integer multiple of the input size. "
                              f"Received: inputs {x.shape[1:3]}, GT {y.shape[1:3]}")
+        _check_finite(name, "inputs", x)
+        _check_finite(name, "GT", y)
         self.inputs, self.targets = x, y
         self.scale = scale
         self.normalization = normalization
@@ -186,8 +207,9 @@ def _load_npz(path: Path, normalization: str) -> tuple[ArraySource, ArraySource]
     try:
         with np.load(path) as f:
             arrays = {k: f[k] for k in ("x_train", "y_train", "x_val", "y_val") if k in f}
-    except (OSError, ValueError) as exc:
-        raise DfcanError(f"{path}: not a readable .npz file ({exc})") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+        raise DfcanError(f"{path}: not a readable .npz file, truncated or damaged? "
+                         f"({type(exc).__name__}: {exc})") from None
     missing = sorted({"x_train", "y_train", "x_val", "y_val"} - set(arrays))
     if missing:
         raise DfcanError(f"{path}: missing arrays {missing}; expected x_train, y_train, x_val, y_val")
@@ -223,6 +245,12 @@ class FolderSource(ArraySource):
 
         inputs, gt = self.pairs[i]
         x, y = load_pair(inputs, gt, normalize=self.normalization == "minmax")
+        if not (x.any() and y.any()):  # min-max turns a patch holding NaN into zeros: look at the raw values
+            raw_x, raw_y = load_pair(inputs, gt, normalize=False)
+        else:
+            raw_x, raw_y = x, y
+        _check_finite(str(inputs[0].parent if len(inputs) > 1 else inputs[0]), "input frames", raw_x)
+        _check_finite(str(gt), "GT", raw_y)
         if hasattr(self, "_shape") and x.shape != self._shape:
             raise DfcanError(f"{gt}: patch shape {x.shape} differs from the first patch's {self._shape}")
         return x, y
@@ -276,11 +304,14 @@ def _resolve_data(data: Any, normalization: str, task: str) -> tuple[ArraySource
                      f"Received: {type(data).__name__}")
 
 
-def _train_dataset(source: ArraySource, cfg: TrainConfig, start_step: int, strategy) -> Any:
+def _train_dataset(source: ArraySource, cfg: TrainConfig, start_step: int, strategy,
+                   errors: list[str] | None = None) -> Any:
     """Distributed dataset whose replica ``r`` receives rows ``r·b … (r+1)·b`` of each global batch.
 
     Elements are ``(x, y)`` of shapes ``(U, b, p, p, C)`` and ``(U, b, s·p, s·p, 1)`` with
     ``U`` = 1 (DFCAN) or ``1 + g_updates`` (DFGAN: one batch per network update).
+    A :class:`DfcanError` while reading a patch (unreadable or non-finite) is appended to
+    ``errors`` and that batch is zeros: the caller checks ``errors`` after each step.
     """
     updates = 1 if cfg.mode == "dfcan" else 1 + cfg.g_updates
     n_rep = strategy.num_replicas_in_sync
@@ -293,12 +324,18 @@ def _train_dataset(source: ArraySource, cfg: TrainConfig, start_step: int, strat
     def fetch(step, replica):
         step, replica = int(step), int(replica)
         xs, ys = [], []
-        for u in range(updates):
-            # Each update has its own batch, drawn from a distinct (seed, step, u) stream.
-            x, y = source.sample(step * updates + u, slice(replica * b, (replica + 1) * b), cfg.batch_size,
-                                 cfg.seed, p)
-            xs.append(x)
-            ys.append(y)
+        try:
+            for u in range(updates):
+                # Each update has its own batch, drawn from a distinct (seed, step, u) stream.
+                x, y = source.sample(step * updates + u, slice(replica * b, (replica + 1) * b), cfg.batch_size,
+                                     cfg.seed, p)
+                xs.append(x)
+                ys.append(y)
+        except DfcanError as exc:  # raised here it would surface as an opaque tf.errors.UnknownError
+            if errors is None:
+                raise
+            errors.append(str(exc))
+            return (np.zeros((updates, b, p, p, c), np.float32), np.zeros((updates, b, s * p, s * p, 1), np.float32))
         return np.stack(xs), np.stack(ys)
 
     def dataset_fn(ctx: tf.distribute.InputContext):
@@ -640,6 +677,92 @@ def _load_init_generator(generator: keras.Model, source: str) -> None:
                          f"generator's shape ({type(exc).__name__}: {exc})") from None
 
 
+def _lock_run(folder: Path, *, create: bool) -> _io.TextIOWrapper:
+    """Take the run folder's exclusive, non-blocking training lock; return the open lock file (close to release).
+
+    The lock is a ``flock`` on :data:`LOCK_NAME` inside ``folder`` (released by the kernel when the
+    process ends, however it ends); the file holds the owner's pid for the message of the next comer.
+    """
+    try:
+        if create:
+            folder.mkdir(parents=True, exist_ok=True)
+        f = open(folder / LOCK_NAME, "a+")  # noqa: SIM115 - held open for the whole training
+    except FileExistsError:
+        raise DfcanError(f"{folder}: exists and is not a folder; choose another run folder") from None
+    except OSError as exc:
+        raise DfcanError(f"{folder}: cannot create the run folder's lock file ({exc.strerror})") from None
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        # A lock file removed and recreated between our open and flock is not the lock everybody else sees.
+        if os.fstat(f.fileno()).st_ino != os.stat(folder / LOCK_NAME).st_ino:
+            raise BlockingIOError
+    except (BlockingIOError, FileNotFoundError):
+        f.seek(0)
+        pid = f.read().strip() or "unknown"
+        f.close()
+        raise DfcanError(f"{folder} is in use by another dfcan train (pid {pid}); wait for it to finish, "
+                         f"or train into another folder") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    return f
+
+
+def _missing_ancestor(folder: Path) -> Path | None:
+    """The outermost of ``folder`` and its parents that does not exist yet (what ``mkdir -p`` creates)."""
+    top = None
+    p = folder.absolute()
+    while not p.exists():
+        top = p
+        if p.parent == p:
+            break
+        p = p.parent
+    return top
+
+
+def _undo_new_run(out_dir: Path, created_from: Path | None) -> None:
+    """After a new run failed before writing its configuration: remove the lock file and the folders it made."""
+    (out_dir / LOCK_NAME).unlink(missing_ok=True)
+    if created_from is None:
+        return
+    p = out_dir.absolute()
+    while True:
+        try:
+            p.rmdir()  # only ever removes an empty folder
+        except OSError:
+            return
+        if p == created_from or p.parent == p:
+            return
+        p = p.parent
+
+
+def _read_state(path: Path) -> dict:
+    """Read and check a checkpoint state file (``weights/last.state.json``)."""
+    raw = load_json(path)
+    name = raw.get("checkpoint", "last")
+    if not isinstance(name, str) or not _CHECKPOINT_NAME.fullmatch(name):
+        raise DfcanError(f"{path}: 'checkpoint' must be the plain name of a checkpoint in {path.parent} "
+                         f"(like 'ckpt-0001000'). Received: checkpoint={name!r}; the state file is damaged")
+    step = raw.get("step")
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        raise DfcanError(f"{path}: 'step' must be a non-negative integer. Received: step={step!r}")
+    for key in ("best_nrmse", "plateau_best", "elapsed_s"):
+        v = raw.get(key, 0.0)
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or math.isnan(v):
+            raise DfcanError(f"{path}: '{key}' must be a number. Received: {key}={v!r}")
+    wait = raw.get("plateau_wait", 0)
+    if not isinstance(wait, int) or isinstance(wait, bool) or wait < 0:
+        raise DfcanError(f"{path}: 'plateau_wait' must be a non-negative integer. Received: plateau_wait={wait!r}")
+    window = raw.get("window", {})
+    if not isinstance(window, dict) or not all(
+            isinstance(v, list) and all(isinstance(x, (int, float)) for x in v) for v in window.values()):
+        raise DfcanError(f"{path}: 'window' must map loss names to lists of numbers")
+    if not isinstance(raw.get("pending_validation", False), bool):
+        raise DfcanError(f"{path}: 'pending_validation' must be true or false")
+    return {**raw, "checkpoint": name}
+
+
 # --------------------------------------------------------------------------- training
 
 
@@ -726,7 +849,24 @@ def train(
     strategy = make_strategy(cfg.strategy)
     is_chief, task_id = _worker(strategy)
     out_dir = run_dir if is_chief else run_dir / f".worker-{task_id}"
-    if not resume and out_dir.exists() and any(not p.name.startswith(".worker-") for p in out_dir.iterdir()):
+    created_from = None if resume else _missing_ancestor(out_dir)
+    # One `dfcan train` per run folder: a second one (new run or --resume) is refused, not interleaved.
+    lock = _lock_run(out_dir, create=not resume)
+    try:
+        return _train_locked(cfg, run_dir, out_dir, is_chief, strategy, doc, data, resume, normalization,
+                             task, pixel_size_nm, stop_at, progress)
+    except BaseException:
+        if not resume and not (out_dir / "config.json").exists():
+            _undo_new_run(out_dir, created_from)
+        raise
+    finally:
+        lock.close()
+
+
+def _train_locked(cfg, run_dir, out_dir, is_chief, strategy, doc, data, resume, normalization, task,
+                  pixel_size_nm, stop_at, progress) -> TrainResult:
+    """:func:`train` once the run folder's lock is held."""
+    if not resume and any(not p.name.startswith(".worker-") and p.name != LOCK_NAME for p in out_dir.iterdir()):
         raise DfcanError(f"{out_dir}: run folder exists and is not empty; resume it or choose a new folder")
 
     if task is None:
@@ -816,18 +956,24 @@ def _run(cfg, run_dir, out_dir, is_chief, strategy, train_src, val_src, data_inf
     is_gan = cfg.mode == "dfgan"
 
     state = {"step": 0, "best_nrmse": math.inf, "plateau_best": math.inf, "plateau_wait": 0, "elapsed_s": 0.0}
+    window: dict[str, list[float]] = {}  # training losses since the last validation
+    pending = False  # resumed from a Ctrl-C that cut short the validation of the checkpoint's step
     if resume:
         if not state_path.exists():
             raise DfcanError(f"{state_path}: no checkpoint state; cannot resume exactly")
-        state = {**state, **load_json(state_path)}
+        state = {**state, **_read_state(state_path)}
+        window = {k: [float(x) for x in v] for k, v in state.pop("window", {}).items()}
+        pending = bool(state.pop("pending_validation", False))
         # The state names the complete set of files of its checkpoint (see checkpoint() below).
-        prefix = wdir / state.get("checkpoint", "last")
-        try:
-            network.load_weights(f"{prefix}.weights.h5")
-            if is_gan:
-                trainer.discriminator.load_weights(f"{prefix}.discriminator.weights.h5")
-        except (OSError, ValueError) as exc:
-            raise DfcanError(f"{prefix}.*: cannot load the checkpoint named in {state_path.name} ({exc})") from None
+        prefix = wdir / state["checkpoint"]
+        files = [(network, Path(f"{prefix}.weights.h5"))]
+        if is_gan:
+            files.append((trainer.discriminator, Path(f"{prefix}.discriminator.weights.h5")))
+        for model, path in files:
+            if not path.is_file():
+                raise DfcanError(f"{path}: missing; {state_path} names checkpoint {state['checkpoint']!r}, "
+                                 f"whose files must all be in {wdir}")
+            load_weights_checked(model, path, f"the network of {run_dir / 'config.json'}")
         load_optimizer(opts, f"{prefix}.optimizer.h5")
         iters = int(keras.ops.convert_to_numpy(next(iter(opts.values())).iterations))
         expected = state["step"] * (cfg.g_updates if is_gan else 1)
@@ -847,12 +993,15 @@ def _run(cfg, run_dir, out_dir, is_chief, strategy, train_src, val_src, data_inf
 
     start = int(state["step"])
     history = _read_history(out_dir / "history.csv", start) if is_chief else []
+    if pending:  # its row, if any, is redone below
+        history = [r for r in history if r["step"] < start]
     val_x, val_y = val_src.head(cfg.validate_patches)
     bicubic = _bicubic_nrmse(val_x, val_y)
 
     writer = (tf.summary.create_file_writer(str(out_dir / "logs")) if is_chief
               else tf.summary.create_noop_writer())
-    dist_ds = _train_dataset(train_src, cfg, start, strategy)
+    data_errors: list[str] = []
+    dist_ds = _train_dataset(train_src, cfg, start, strategy, data_errors)
     iterator = iter(dist_ds)
 
     @tf.function
@@ -871,10 +1020,13 @@ def _run(cfg, run_dir, out_dir, is_chief, strategy, train_src, val_src, data_inf
         m = losses.image_metrics(val_y, sr)
         return {k: float(np.mean(v.numpy())) for k, v in m.items()}, sr
 
-    def checkpoint(step: int) -> None:
-        # Kill-safe: write a step-stamped set of files, then the state naming it (atomic rename: the
-        # commit point), then refresh last.weights.h5 and drop older sets. A kill at any moment leaves
-        # a state that names complete files.
+    def checkpoint(step: int, pending_validation: bool = False) -> None:
+        # Kill-safe: write the history, a step-stamped set of files, then the state naming it (atomic
+        # rename: the commit point), then refresh last.weights.h5 and drop older sets. A kill at any moment
+        # leaves a state that names complete files, and a history holding every validation up to its step
+        # (rows beyond it are dropped on resume).
+        if is_chief:
+            _write_history(out_dir / "history.csv", history)
         tag = f"ckpt-{step:07d}"
         save_weights(network, wdir / f"{tag}.weights.h5")
         if is_gan:
@@ -882,6 +1034,7 @@ def _run(cfg, run_dir, out_dir, is_chief, strategy, train_src, val_src, data_inf
         save_optimizer(opts, wdir / f"{tag}.optimizer.h5")
         elapsed = state["elapsed_s"] + (time.perf_counter() - t_session)
         save_json(state_path, {**state, "step": step, "checkpoint": tag, "elapsed_s": elapsed,
+                               "window": window, "pending_validation": pending_validation,
                                "replicas": int(strategy.num_replicas_in_sync),
                                "lr": _get_lr(opts[next(iter(opts))]),
                                **({"d_lr": _get_lr(opts["discriminator"])} if is_gan else {})})
@@ -894,7 +1047,72 @@ def _run(cfg, run_dir, out_dir, is_chief, strategy, train_src, val_src, data_inf
 
     g_key = next(iter(opts))
     t_session = time.perf_counter()
-    window: dict[str, list[float]] = {}
+    # What the last completed validation left (state and learning rates): restored if Ctrl-C cuts one short.
+    committed = {"state": dict(state), "lrs": {k: _get_lr(o) for k, o in opts.items()}}
+
+    def is_validation_step(s: int) -> bool:
+        return s % cfg.validate_every == 0 or s == cfg.steps
+
+    def write_sample(step: int) -> None:
+        sr0 = predict_fn(tf.constant(val_x[:1])).numpy()[0]
+        png, _ = _sample_figure(val_x[0], sr0, val_y[0], step)
+        with atomic_path(out_dir / "samples" / f"step_{step:07d}.png") as tmp:
+            tmp.write_bytes(png)
+        tf.summary.image("samples/input_output_gt", tf.image.decode_png(png)[None], step=step)
+
+    def validation(step: int) -> None:
+        # Everything is computed first and committed at the end, in memory (state, learning rates, then the
+        # history row: the marker of a completed validation) and on disk (checkpoint(), which writes the
+        # history with the weights), so that an interrupted validation is either wholly done or wholly redone.
+        metrics, _ = validate()
+        nrmse = metrics["nrmse"]
+        if not math.isfinite(nrmse):
+            raise DfcanError(f"step {step}: the validation NRMSE is {nrmse} (the network outputs non-finite "
+                             f"values); training diverged. {last_good()} Start a new run with a lower --lr")
+        new = dict(state)
+        lrs = {k: _get_lr(o) for k, o in opts.items()}
+        improved = nrmse < new["best_nrmse"]
+        if improved:
+            new["best_nrmse"] = nrmse
+        # Reduce on plateau (Keras ReduceLROnPlateau semantics, mode "min").
+        if nrmse < new["plateau_best"] - cfg.plateau_min_delta:
+            new["plateau_best"] = nrmse
+            new["plateau_wait"] = 0
+        else:
+            new["plateau_wait"] += 1
+            if new["plateau_wait"] >= cfg.plateau_patience:
+                lrs = {k: max(v * cfg.plateau_factor, cfg.min_d_lr if k == "discriminator" else cfg.min_lr)
+                       for k, v in lrs.items()}
+                new["plateau_wait"] = 0
+        row = {"step": step, "time_s": state["elapsed_s"] + time.perf_counter() - t_session,
+               "lr": lrs[g_key], "d_lr": lrs["discriminator"] if is_gan else None,
+               "loss": float(np.mean(window["loss"])) if window.get("loss") else float("nan"),
+               "d_loss": float(np.mean(window["d_loss"])) if window.get("d_loss") else None,
+               "g_adv": float(np.mean(window["g_adv"])) if window.get("g_adv") else None,
+               **{f"val_{k}": v for k, v in metrics.items()}, "best_nrmse": new["best_nrmse"]}
+        for k, v in metrics.items():
+            tf.summary.scalar(f"val/{k}", v, step=step)
+        tf.summary.scalar("val/lr", row["lr"], step=step)
+        writer.flush()
+        if is_chief and improved:
+            save_weights(network, wdir / "best.weights.h5")
+        state.update(new)
+        for k, v in lrs.items():
+            _set_lr(opts[k], v)
+        history.append(row)
+        window.clear()
+        committed.update(state=dict(state), lrs=lrs)
+        checkpoint(step)
+        if progress and is_chief:
+            tqdm.write(f"step {step}/{cfg.steps}: val NRMSE {nrmse:.4f}  SSIM {metrics['ssim']:.4f}  "
+                       f"PSNR {metrics['psnr']:.2f} dB  MSE {metrics['mse']:.2e}  loss {row['loss']:.4f}  "
+                       f"lr {row['lr']:.2e}" + ("  (best)" if improved else ""))
+
+    def last_good() -> str:
+        if not state_path.exists():
+            return "No checkpoint was written."
+        return f"The run keeps its last good checkpoint (step {_read_state(state_path)['step']})."
+
     step = start
     bar = tqdm(total=cfg.steps, initial=start, unit="step", dynamic_ncols=True, disable=not (progress and is_chief),
                desc="dfgan" if is_gan else "dfcan")
@@ -902,8 +1120,19 @@ def _run(cfg, run_dir, out_dir, is_chief, strategy, train_src, val_src, data_inf
         tqdm.write(f"validation: {len(val_x)} patches; bicubic-upsampled input NRMSE {bicubic:.4f}")
     try:
         with writer.as_default():
+            if pending:  # finish what the interrupted session left undone at `start`
+                if start % cfg.sample_every == 0 and is_chief:
+                    write_sample(start)
+                validation(start)
             while step < cfg.steps:
                 logs = {k: float(v) for k, v in train_fn(iterator).items()}
+                if data_errors:
+                    raise DfcanError(f"{data_errors[0]}. {last_good()}")
+                bad = {k: v for k, v in logs.items() if not math.isfinite(v)}
+                if bad:
+                    raise DfcanError(f"step {step + 1}: training diverged, the training loss is not finite "
+                                     f"({', '.join(f'{k}={v}' for k, v in bad.items())}). {last_good()} "
+                                     f"Start a new run with a lower --lr, or check the training data")
                 step += 1
                 for k, v in logs.items():
                     window.setdefault(k, []).append(v)
@@ -917,49 +1146,9 @@ def _run(cfg, run_dir, out_dir, is_chief, strategy, train_src, val_src, data_inf
                     if is_gan:
                         tf.summary.scalar("train/d_lr", _get_lr(opts["discriminator"]), step=step)
                 if step % cfg.sample_every == 0 and is_chief:
-                    sr0 = predict_fn(tf.constant(val_x[:1])).numpy()[0]
-                    png, _ = _sample_figure(val_x[0], sr0, val_y[0], step)
-                    with atomic_path(out_dir / "samples" / f"step_{step:07d}.png") as tmp:
-                        tmp.write_bytes(png)
-                    tf.summary.image("samples/input_output_gt", tf.image.decode_png(png)[None], step=step)
-                if step % cfg.validate_every == 0 or step == cfg.steps:
-                    metrics, _ = validate()
-                    nrmse = metrics["nrmse"]
-                    improved = nrmse < state["best_nrmse"]
-                    if improved:
-                        state["best_nrmse"] = nrmse
-                    # Reduce on plateau (Keras ReduceLROnPlateau semantics, mode "min").
-                    if nrmse < state["plateau_best"] - cfg.plateau_min_delta:
-                        state["plateau_best"] = nrmse
-                        state["plateau_wait"] = 0
-                    else:
-                        state["plateau_wait"] += 1
-                        if state["plateau_wait"] >= cfg.plateau_patience:
-                            for key, opt in opts.items():
-                                floor = cfg.min_d_lr if key == "discriminator" else cfg.min_lr
-                                _set_lr(opt, max(_get_lr(opt) * cfg.plateau_factor, floor))
-                            state["plateau_wait"] = 0
-                    row = {"step": step, "time_s": state["elapsed_s"] + time.perf_counter() - t_session,
-                           "lr": _get_lr(opts[g_key]), "d_lr": _get_lr(opts["discriminator"]) if is_gan else None,
-                           "loss": float(np.mean(window.get("loss", [np.nan]))),
-                           "d_loss": float(np.mean(window["d_loss"])) if "d_loss" in window else None,
-                           "g_adv": float(np.mean(window["g_adv"])) if "g_adv" in window else None,
-                           **{f"val_{k}": v for k, v in metrics.items()}, "best_nrmse": state["best_nrmse"]}
-                    window.clear()
-                    for k, v in metrics.items():
-                        tf.summary.scalar(f"val/{k}", v, step=step)
-                    tf.summary.scalar("val/lr", row["lr"], step=step)
-                    writer.flush()
-                    if is_chief:
-                        if improved:
-                            save_weights(network, wdir / "best.weights.h5")
-                        history.append(row)
-                        _write_history(out_dir / "history.csv", history)
-                    checkpoint(step)
-                    if progress and is_chief:
-                        tqdm.write(f"step {step}/{cfg.steps}: val NRMSE {nrmse:.4f}  SSIM {metrics['ssim']:.4f}  "
-                                   f"PSNR {metrics['psnr']:.2f} dB  MSE {metrics['mse']:.2e}  loss {row['loss']:.4f}  "
-                                   f"lr {row['lr']:.2e}" + ("  (best)" if improved else ""))
+                    write_sample(step)
+                if is_validation_step(step):
+                    validation(step)
                 if stop_at is not None and step >= stop_at and step < cfg.steps:
                     checkpoint(step)
                     break
@@ -967,7 +1156,15 @@ def _run(cfg, run_dir, out_dir, is_chief, strategy, train_src, val_src, data_inf
         # A step's tf.function call is never cut short, but Ctrl-C may land after it returned and before
         # `step` was counted: the optimizer's own counter says how many steps were applied.
         done = int(keras.ops.convert_to_numpy(opts[g_key].iterations)) // (cfg.g_updates if is_gan else 1)
-        checkpoint(done)
+        unfinished = is_validation_step(done) and not (history and history[-1]["step"] == done)
+        if unfinished:  # the validation of `done` did not complete: undo its part, resume redoes it
+            state.clear()
+            state.update(committed["state"])
+            for k, v in committed["lrs"].items():
+                _set_lr(opts[k], v)
+        elif history and history[-1]["step"] == done:
+            window.clear()
+        checkpoint(done, pending_validation=unfinished)
         if is_chief:
             tqdm.write(f"interrupted: checkpoint at step {done}; continue with --resume {run_dir}", file=sys.stderr)
         raise
@@ -1042,11 +1239,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--run", help="new run folder to create")
     where.add_argument("--resume", metavar="RUN", help="continue RUN from its last checkpoint")
-    parser.add_argument("--mode", choices=["dfcan", "dfgan"], default="dfcan")
+    parser.add_argument("--mode", choices=["dfcan", "dfgan"], default=None, help="default: dfcan")
     parser.add_argument("--config", help="TrainConfig JSON (TrainConfig.to_dict()); flags given override it")
-    parser.add_argument("--task", choices=["sisr", "sim"], default="sisr",
-                        help="patch folders: wide-field input (training_wf/) or SIM frames (training/)")
-    parser.add_argument("--normalization", choices=NORMALIZATIONS, default="minmax")
+    parser.add_argument("--task", choices=["sisr", "sim"], default=None,
+                        help="patch folders: wide-field input (training_wf/) or SIM frames (training/); default: sisr")
+    parser.add_argument("--normalization", choices=NORMALIZATIONS, default=None, help="default: minmax")
     parser.add_argument("--pixel-size-nm", type=float, default=None, help="input pixel size, recorded in the run")
     g = parser.add_argument_group("network (defaults: the paper's for --mode)")
     for name in ("width", "n-groups", "n-blocks", "size-psc", "reduction"):
@@ -1074,8 +1271,9 @@ def _data_shape(data: str, task: str) -> tuple[int, int]:
         try:
             with np.load(path) as f:
                 src = ArraySource(f["x_train"][:1], f["y_train"][:1], name=str(path))
-        except (OSError, ValueError, KeyError) as exc:
-            raise DfcanError(f"{path}: cannot read x_train / y_train ({exc})") from None
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            raise DfcanError(f"{path}: cannot read x_train / y_train, truncated or damaged .npz? "
+                             f"({type(exc).__name__}: {exc})") from None
     elif path.is_dir():
         src = FolderSource(path, "training", task)
     else:
@@ -1088,9 +1286,10 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     if args.config:
         base = TrainConfig.from_dict(load_json(args.config))
     else:
-        channels, scale = _data_shape(args.data, args.task)
-        model = (ModelConfig.dfcan if args.mode == "dfcan" else ModelConfig.dfgan_generator)(channels, scale)
-        base = TrainConfig.dfcan(model) if args.mode == "dfcan" else TrainConfig.dfgan(model)
+        mode = args.mode or "dfcan"
+        channels, scale = _data_shape(args.data, args.task or "sisr")
+        model = (ModelConfig.dfcan if mode == "dfcan" else ModelConfig.dfgan_generator)(channels, scale)
+        base = TrainConfig.dfcan(model) if mode == "dfcan" else TrainConfig.dfgan(model)
     net = {k: getattr(args, k) for k in ("width", "n_groups", "n_blocks", "size_psc", "reduction", "gamma")
            if getattr(args, k) is not None}
     model = base.model.replace(**net) if net else base.model
@@ -1112,8 +1311,26 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return base.replace(**changes)
 
 
+def _refuse_resume_flags(args: argparse.Namespace) -> None:
+    """``--resume`` continues the recorded run: flags that would change it are refused, by name."""
+    given = [k for k, v in vars(args).items()
+             if not k.startswith("_") and k not in ("command", "run", *RESUME_FLAGS) and v not in (None, False)]
+    if not given:
+        return
+    arch = [f"--{k.replace('_', '-')}" for k in given if k in ARCHITECTURE_FLAGS]
+    other = [f"--{k.replace('_', '-')}" for k in given if k not in ARCHITECTURE_FLAGS]
+    parts = []
+    if arch:
+        parts.append(f"the architecture flags {', '.join(arch)} cannot change the network of a run")
+    if other:
+        parts.append(f"{', '.join(other)} cannot change a run's recorded recipe and data settings")
+    raise DfcanError(f"--resume {args.resume}: {'; '.join(parts)}. With --resume only --steps, --strategy, --data "
+                     f"and --no-progress may be given; start a new run (--run) to train something else")
+
+
 def run_from_args(args: argparse.Namespace) -> int:
     if args.resume:
+        _refuse_resume_flags(args)
         doc, _ = read_run_config(args.resume)
         saved = _config_from_doc(doc)
         cfg = saved.replace(strategy=args.strategy or saved.strategy,
@@ -1123,7 +1340,8 @@ def run_from_args(args: argparse.Namespace) -> int:
         if not args.data:
             raise DfcanError("--data is required for a new run")
         cfg = config_from_args(args)
-        result = train(cfg, args.run, data=args.data, normalization=args.normalization, task=args.task,
+        result = train(cfg, args.run, data=args.data, normalization=args.normalization or "minmax",
+                       task=args.task or "sisr",
                        pixel_size_nm=args.pixel_size_nm, progress=not args.no_progress)
     print(f"{result.run_dir}: step {result.step}, best validation NRMSE {result.best_nrmse:.4f} "
           f"(bicubic {result.bicubic_nrmse:.4f}), lr {result.lr:.2e}")

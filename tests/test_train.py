@@ -222,9 +222,12 @@ def test_ctrl_c_checkpoints_the_applied_step_and_resumes(tmp_path, small_data, m
     full = uninterrupted["dfcan"]
     write_history = train_module._write_history
 
-    def interrupted(path, rows):  # Ctrl-C during the validation of step 6, before its checkpoint
+    fired = []
+
+    def interrupted(path, rows):  # Ctrl-C (once) during the checkpoint of step 6, after its history was written
         write_history(path, rows)
-        if rows[-1]["step"] == 6:
+        if rows[-1]["step"] == 6 and not fired:
+            fired.append(6)
             raise KeyboardInterrupt
 
     monkeypatch.setattr(train_module, "_write_history", interrupted)
