@@ -43,6 +43,22 @@ Formats
     described in the card, see :func:`export_bioimageio`). Validated with
     ``bioimageio.spec`` and test-run with ``bioimageio.core`` before it is kept.
 
+Your files and the run folder
+-----------------------------
+The destination is checked before any work starts: an existing folder where
+a file is expected is always refused; an existing output is replaced only
+with ``overwrite`` / ``--overwrite`` and only if an earlier ``dfcan export``
+wrote it (the manifest :data:`dfcan_tf.safety.MANIFEST` next to a file, the
+marker inside a SavedModel folder). An output never is, holds or lies above
+the run folder; inside it, only ``RUN/export/`` is written.
+
+Every export records, in the manifest next to the artefact (for the default
+outputs that is ``RUN/export/.dfcan-outputs.json``, in the run folder), the
+format, the SHA-256 of the weights file it was made from, the artefact's own
+SHA-256 and the verification result. :func:`load_backend` uses an artefact of
+a run folder only when that record matches the current weights and the file
+on disk, so a copied-in, stale or edited artefact is refused, never run.
+
 Timings and the FLOP count of the network are printed by
 :func:`benchmark_backends` (``dfcan benchmark predict``).
 """
@@ -50,7 +66,9 @@ Timings and the FLOP count of the network are printed by
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -63,8 +81,10 @@ from typing import Any
 
 import numpy as np
 
+from dfcan_tf import safety
 from dfcan_tf.errors import DfcanError
 
+COMMAND = "export"
 FORMATS = ("onnx", "tflite", "saved_model", "bioimageio")
 BACKENDS = ("keras", "onnx", "tflite", "saved_model")
 SUFFIXES = {"onnx": ".onnx", "tflite": ".tflite", "saved_model": "", "bioimageio": ".zip"}
@@ -74,6 +94,7 @@ TOLERANCE = 1e-4
 # 64: a power of two below size_psc=128 (the spectrum resize upsamples); 150: not a power of
 # two and above size_psc (the resize downsamples, so the sampled DFT really samples).
 VERIFY_SIZES = (64, 150)
+MIN_VERIFY_SIZE, MAX_VERIFY_SIZE = 8, 2048
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
 METADATA_KEY = "dfcan_tf.config"
@@ -212,6 +233,8 @@ class _Source:
     run: Any  # dfcan_tf.runs.Run
     reference: Any  # keras.Model with the run's own spectrum method
     portable: Any  # keras.Model with spectrum="dft"
+    weights_file: Path | None = None  # the weights file loaded
+    weights_sha256: str | None = None  # its SHA-256, read before and after loading
 
     @property
     def channels(self) -> int:
@@ -242,12 +265,65 @@ class _Source:
 
 
 def _open_run(run_dir: str | os.PathLike, which: str = "best") -> _Source:
-    from dfcan_tf.models import with_spectrum
-    from dfcan_tf.runs import load_run
+    """Load a run for export, with the checksum of the weights file actually loaded.
 
+    The weights file is hashed before and after loading: a file replaced in
+    between (training still writing the run) would otherwise be recorded as
+    the source of an artefact made from other weights.
+    """
+    from dfcan_tf.models import with_spectrum
+    from dfcan_tf.runs import load_run, weights_path
+
+    candidate = _weights_file(run_dir, which)
+    before = sha256_of(candidate) if candidate.is_file() else None
     run = load_run(run_dir, which)
+    loaded = weights_path(run_dir, run.which)
+    after = sha256_of(loaded)
+    if before != after:
+        raise DfcanError(f"{loaded}: the weights changed while they were read (is training still writing "
+                         f"{run_dir}?); export again when it is done")
+    if any(not np.all(np.isfinite(np.asarray(w))) for w in run.model.get_weights()):
+        raise DfcanError(f"{loaded}: the weights hold NaN or infinite values (the training diverged); "
+                         f"nothing was exported. Use the other checkpoint (--weights) or retrain")
     portable = with_spectrum(run.model, run.model_config, "dft")
-    return _Source(run, run.model, portable)
+    return _Source(run, run.model, portable, loaded, after)
+
+
+def _weights_file(run_dir: str | os.PathLike, which: str = "best") -> Path:
+    """The weights file :func:`dfcan_tf.runs.load_run` reads for ``which`` (the other one if it is missing)."""
+    from dfcan_tf.runs import weights_path
+
+    path = weights_path(run_dir, which)
+    if path.is_file():
+        return path
+    other = weights_path(run_dir, "last" if which == "best" else "best")
+    return other if other.is_file() else path
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    """SHA-256 (hex) of a file, or of a folder's files (relative names and contents, in sorted order).
+
+    In a folder, the output marker (:data:`dfcan_tf.safety.MARKER`) at the top
+    is left out: it is written when the folder is moved into place.
+    """
+    path = Path(path)
+
+    def file_digest(f: Path) -> str:
+        h = hashlib.sha256()
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+        return h.hexdigest()
+
+    if not path.is_dir():
+        return file_digest(path)
+    h = hashlib.sha256()
+    for f in sorted(path.rglob("*")):
+        rel = f.relative_to(path).as_posix()
+        if f.is_dir() or rel == safety.MARKER:
+            continue
+        h.update(f"{rel}\0{file_digest(f)}\n".encode())
+    return h.hexdigest()
 
 
 def _keras_reference(model) -> Callable[[np.ndarray], np.ndarray]:
@@ -277,29 +353,121 @@ def _serving_function(model, channels: int, *, as_dict: bool = False):
 
 
 @contextmanager
-def _staged(path: Path) -> Iterator[Path]:
+def _staged(path: Path, *, folder: bool = False) -> Iterator[Path]:
     """Yield a temporary path (file or folder, not yet created) beside ``path``; move it onto ``path`` on success.
 
     The temporary lives in a private folder in the destination's folder, so the
     final rename stays on one file system and a failure leaves nothing behind.
+    Leftovers of killed exports (``.part-*`` older than an hour) are removed
+    first. A ``folder`` output is moved with :func:`dfcan_tf.safety.replace_dir`
+    (marked as export's, replacing only a folder export marked); a file output
+    never replaces a folder.
     """
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp_dir = Path(tempfile.mkdtemp(prefix=f".part-{path.name}-", dir=path.parent))
+        safety.clean_stale_parts(path.parent)
+        tmp_dir = Path(tempfile.mkdtemp(prefix=f"{safety.PART_PREFIX}{path.name}-", dir=path.parent))
     except OSError as exc:
         raise DfcanError(f"{path}: cannot write here ({exc.strerror or exc})") from None
     tmp = tmp_dir / path.name
     try:
         yield tmp
-        if path.is_dir() and not path.is_symlink():
-            # os.replace cannot replace a non-empty folder: move the old one aside first.
-            old = tmp_dir / ".old"
-            os.replace(path, old)
-            os.replace(tmp, path)
+        if folder:
+            safety.replace_dir(tmp, path, command=COMMAND)
+        elif path.is_dir():
+            raise DfcanError(f"{path} became a folder while 'dfcan export' ran; left untouched, nothing written")
         else:
             os.replace(tmp, path)
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
+def check_options(sizes: Sequence[int] = VERIFY_SIZES, tolerance: float = TOLERANCE, opset: int = DEFAULT_OPSET,
+                  fixed_size: int | None = None, threads: int | None = None) -> None:
+    """Raise :class:`DfcanError` for a numeric option that would make the export or its check meaningless.
+
+    ``sizes``: at least two different whole numbers of pixels in
+    [:data:`MIN_VERIFY_SIZE`, :data:`MAX_VERIFY_SIZE`], one not a power of two;
+    ``tolerance``: finite, > 0 and < 1 (outputs are in [0, 1], so 1 accepts
+    anything); ``opset``: :data:`DEFAULT_OPSET`–:data:`MAX_OPSET`;
+    ``fixed_size``: None or ≥ 8; ``threads``: None or ≥ 1.
+    """
+    def whole(v: Any) -> bool:
+        return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+    sizes = tuple(sizes)
+    bad = [v for v in sizes if not whole(v) or not MIN_VERIFY_SIZE <= v <= MAX_VERIFY_SIZE]
+    if bad:
+        raise DfcanError(f"--verify-sizes must be whole numbers of pixels from {MIN_VERIFY_SIZE} to "
+                         f"{MAX_VERIFY_SIZE}. Received: --verify-sizes {' '.join(str(v) for v in sizes)}")
+    if len(set(sizes)) < 2 or all(v & (v - 1) == 0 for v in sizes):
+        raise DfcanError(f"verify at two sizes or more (one not a power of two), e.g. --verify-sizes 64 150. "
+                         f"Received: sizes={sizes}")
+    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float, np.floating)) \
+            or not math.isfinite(tolerance) or not 0 < tolerance < 1:
+        raise DfcanError(f"--tolerance must be a number > 0 and < 1 (the largest accepted max abs difference on "
+                         f"outputs in [0, 1]; default {TOLERANCE:g}). Received: --tolerance {tolerance!r}")
+    if not whole(opset) or not DEFAULT_OPSET <= opset <= MAX_OPSET:
+        raise DfcanError(f"opset must be between {DEFAULT_OPSET} and {MAX_OPSET}. Received: opset={opset!r}")
+    if fixed_size is not None and (not whole(fixed_size) or fixed_size < 8):
+        raise DfcanError(f"--tflite-size must be a whole number of pixels, at least 8. Received: {fixed_size!r}")
+    if threads is not None and (not whole(threads) or threads < 1):
+        raise DfcanError(f"threads must be a whole number ≥ 1. Received: threads={threads!r}")
+
+
+def check_destination(run_dir: str | os.PathLike, out: str | os.PathLike, format: str, *,
+                      overwrite: bool = False) -> None:
+    """Refuse an output path that would destroy anything export did not write; called before any work.
+
+    The output may not be, hold or lie above the run folder; inside it, it
+    must lie in ``RUN/export/``; it may not be or hold ``config.json`` or
+    ``weights/``. A file output (ONNX, TFLite, bioimage.io zip) that is an
+    existing folder is always refused, an existing file is replaced only with
+    ``overwrite`` and only if an earlier export recorded it; a SavedModel
+    folder likewise needs ``overwrite`` and export's marker.
+    """
+    run_dir, out = Path(run_dir), Path(out)
+    suffix = SUFFIXES[format]
+    if suffix and out.suffix != suffix:
+        what = "a bioimage.io package is a .zip file" if format == "bioimageio" else \
+            f"a {format} export is a {suffix} file"
+        raise DfcanError(f"{what}; give an output path ending in {suffix}. Received: out={str(out)!r}")
+    if not suffix and out.suffix in (".onnx", ".tflite", ".zip", ".h5", ".json"):
+        raise DfcanError(f"a SavedModel is a folder; give a folder path, not a {out.suffix} file. "
+                         f"Received: out={str(out)!r}")
+    if out.name in (safety.MARKER, safety.MANIFEST):
+        raise DfcanError(f"{out}: this name is reserved for dfcan's own records; choose another output")
+    export_dir = run_dir / "export"
+    if safety.is_within(run_dir, out):
+        raise DfcanError(f"{out}: the output is or holds the run folder {run_dir}; writing it would replace the "
+                         f"run. Choose a path in {export_dir}/ or outside the run folder")
+    if safety.is_within(out, run_dir) and (not safety.is_within(out, export_dir) or safety.is_within(export_dir, out)):
+        raise DfcanError(f"{out}: inside the run folder {run_dir}, exports go in {export_dir}/ only (the run's "
+                         f"configuration, weights and logs are never replaced). Choose a path there or elsewhere")
+    inputs = [run_dir / "config.json", run_dir / "weights"]
+    if format == "saved_model":
+        safety.check_output_dir(out, command=COMMAND, overwrite=overwrite, inputs=inputs)
+    else:
+        safety.check_output_file(out, command=COMMAND, overwrite=overwrite, inputs=inputs)
+
+
+def _record(src: _Source, result: ExportResult, sha256: str) -> ExportResult:
+    """Record ``result`` in the manifest next to the artefact: what it was made from, its checksum, its check."""
+    run_dir = Path(src.run.path)
+    weights = src.weights_file
+    try:
+        weights_name = weights.relative_to(run_dir).as_posix() if weights is not None else None
+    except ValueError:
+        weights_name = str(weights)
+    result.extra["sha256"] = sha256
+    safety.record_output(
+        result.path, COMMAND, format=result.format, sha256=sha256, run=str(run_dir.resolve()),
+        weights_file=weights_name, weights_sha256=src.weights_sha256,
+        verification={"passed": True, "max_abs_diff": result.max_abs_diff, "tolerance": result.tolerance,
+                      "checks": [{"kind": c.kind, "shape": list(c.shape), "max_abs_diff": c.max_abs_diff}
+                                 for c in result.checks]},
+        **{k: v for k, v in result.extra.items() if k != "sha256"})
+    return result
 
 
 # --------------------------------------------------------------------------------------------
@@ -341,16 +509,19 @@ def to_onnx_proto(model, channels: int, *, opset: int = DEFAULT_OPSET, metadata:
 
 def export_onnx(run_dir: str | os.PathLike, out: str | os.PathLike, *, which: str = "best",
                 opset: int = DEFAULT_OPSET, sizes: Sequence[int] = VERIFY_SIZES,
-                tolerance: float = TOLERANCE, _source: _Source | None = None) -> ExportResult:
+                tolerance: float = TOLERANCE, overwrite: bool = False, _source: _Source | None = None) -> ExportResult:
     """Export a run folder to ONNX (dynamic batch/height/width), verified against Keras. See :func:`export_run`."""
-    src = _source or _open_run(run_dir, which)
     out = Path(out)
+    check_options(sizes, tolerance, opset)
+    check_destination(run_dir, out, "onnx", overwrite=overwrite)
+    src = _source or _open_run(run_dir, which)
     proto = to_onnx_proto(src.portable, src.channels, opset=opset, metadata=src.metadata())
     with _staged(out) as tmp:
         tmp.write_bytes(proto.SerializeToString())
         checks = compare(_onnx_runner(tmp), _keras_reference(src.reference), src.channels, src.scale, sizes,
                          tolerance, what=f"ONNX export of {src.run.path}", twin=src.twin())
-    return ExportResult(out, "onnx", checks, tolerance, {"opset": opset})
+        sha = sha256_of(tmp)
+    return _record(src, ExportResult(out, "onnx", checks, tolerance, {"opset": opset}), sha)
 
 
 def _onnx_runner(path: Path, threads: int | None = None):
@@ -401,7 +572,7 @@ def to_tflite_bytes(model, channels: int, fixed_size: int | None = None) -> byte
 
 def export_tflite(run_dir: str | os.PathLike, out: str | os.PathLike, *, which: str = "best",
                   sizes: Sequence[int] = VERIFY_SIZES, tolerance: float = TOLERANCE, fixed_size: int | None = None,
-                  _source: _Source | None = None) -> ExportResult:
+                  overwrite: bool = False, _source: _Source | None = None) -> ExportResult:
     """Export a run folder to TFLite (builtin ops), verified against Keras. See :func:`export_run`.
 
     Dynamic shape by default. ``fixed_size=N`` writes a ``(1, N, N, C)`` model
@@ -410,10 +581,13 @@ def export_tflite(run_dir: str | os.PathLike, out: str | os.PathLike, *, which: 
     502² (5.97 vs 6.23 s), so it is only worth it for accelerators that need
     static shapes.
     """
-    src = _source or _open_run(run_dir, which)
     out = Path(out)
-    if fixed_size is not None and fixed_size < 8:
-        raise DfcanError(f"fixed_size must be at least 8 pixels. Received: fixed_size={fixed_size}")
+    if fixed_size is not None and (isinstance(fixed_size, bool) or not isinstance(fixed_size, (int, np.integer))
+                                   or fixed_size < 8):
+        raise DfcanError(f"fixed_size must be at least 8 pixels. Received: fixed_size={fixed_size!r}")
+    check_options(sizes, tolerance, fixed_size=fixed_size)
+    check_destination(run_dir, out, "tflite", overwrite=overwrite)
+    src = _source or _open_run(run_dir, which)
     data = to_tflite_bytes(src.portable, src.channels, fixed_size)
     if fixed_size:
         sizes = (fixed_size,)
@@ -422,7 +596,8 @@ def export_tflite(run_dir: str | os.PathLike, out: str | os.PathLike, *, which: 
         checks = compare(_tflite_runner(tmp), _keras_reference(src.reference), src.channels, src.scale, sizes,
                          tolerance, what=f"TFLite export of {src.run.path}", twin=src.twin(),
                          random_batch=1 if fixed_size else 2)
-    return ExportResult(out, "tflite", checks, tolerance, {"fixed_size": fixed_size})
+        sha = sha256_of(tmp)
+    return _record(src, ExportResult(out, "tflite", checks, tolerance, {"fixed_size": fixed_size}), sha)
 
 
 def _tflite_runner(path: Path, threads: int | None = None):
@@ -481,15 +656,22 @@ def _saved_model_runner(path: Path):
 
 def export_saved_model(run_dir: str | os.PathLike, out: str | os.PathLike, *, which: str = "best",
                        sizes: Sequence[int] = VERIFY_SIZES, tolerance: float = TOLERANCE,
-                       _source: _Source | None = None) -> ExportResult:
-    """Export a run folder to a TF2 SavedModel (``serving_default``), verified. See :func:`export_run`."""
-    src = _source or _open_run(run_dir, which)
+                       overwrite: bool = False, _source: _Source | None = None) -> ExportResult:
+    """Export a run folder to a TF2 SavedModel (``serving_default``), verified. See :func:`export_run`.
+
+    The folder carries export's marker (:data:`dfcan_tf.safety.MARKER`), so
+    ``overwrite`` may replace it later; no other folder is ever replaced.
+    """
     out = Path(out)
-    with _staged(out) as tmp:
+    check_options(sizes, tolerance)
+    check_destination(run_dir, out, "saved_model", overwrite=overwrite)
+    src = _source or _open_run(run_dir, which)
+    with _staged(out, folder=True) as tmp:
         _write_saved_model(src.portable, src.channels, tmp)
         checks = compare(_saved_model_runner(tmp), _keras_reference(src.reference), src.channels, src.scale,
                          sizes, tolerance, what=f"SavedModel export of {src.run.path}", twin=src.twin())
-    return ExportResult(out, "saved_model", checks, tolerance)
+        sha = sha256_of(tmp)
+    return _record(src, ExportResult(out, "saved_model", checks, tolerance), sha)
 
 
 # --------------------------------------------------------------------------------------------
@@ -673,7 +855,7 @@ def export_bioimageio(run_dir: str | os.PathLike, out: str | os.PathLike, *, whi
                       opset: int = DEFAULT_OPSET, sizes: Sequence[int] = VERIFY_SIZES,
                       tolerance: float = TOLERANCE, name: str | None = None,
                       authors: Sequence[dict] | None = None, test_size: int = BIOIMAGEIO_TEST_SIZE,
-                      test_run: bool = True, _source: _Source | None = None) -> ExportResult:
+                      test_run: bool = True, overwrite: bool = False, _source: _Source | None = None) -> ExportResult:
     """Write a bioimage.io model package (``.zip``): rdf.yaml, ONNX + SavedModel weights, test tensors, card.
 
     Both weight formats are verified against Keras as :func:`export_onnx` and
@@ -694,16 +876,17 @@ def export_bioimageio(run_dir: str | os.PathLike, out: str | os.PathLike, *, whi
     """
     import zipfile
 
-    src = _source or _open_run(run_dir, which)
     out = Path(out)
-    if out.suffix != ".zip":
-        raise DfcanError(f"a bioimage.io package is a .zip file. Received: out={str(out)!r}")
+    check_options(sizes, tolerance, opset)
+    check_destination(run_dir, out, "bioimageio", overwrite=overwrite)
+    src = _source or _open_run(run_dir, which)
     cfg = src.run.model_config
     name = name or f"{'DFGAN' if cfg.architecture == 'dfgan_generator' else 'DFCAN'} x{cfg.scale} " \
                    f"{cfg.input_channels}-channel {Path(src.run.path).resolve().name}"
     authors = list(authors or [{"name": "dfcan_tf contributors"}])
     reference = _keras_reference(src.reference)
-    with _staged(out) as tmp, tempfile.TemporaryDirectory(prefix=".bioimageio-", dir=out.parent) as work:
+    with _staged(out) as tmp, tempfile.TemporaryDirectory(prefix=f"{safety.PART_PREFIX}bioimageio-",
+                                                          dir=out.parent) as work:
         work = Path(work)
         checks: dict[str, list[Check]] = {}
         _write_saved_model(src.portable, src.channels, work / "saved_model")
@@ -732,9 +915,10 @@ def export_bioimageio(run_dir: str | os.PathLike, out: str | os.PathLike, *, whi
                            "test_input.npy", "test_output.npy"):
                 zf.write(work / member, member)
         _check_bioimageio(tmp, test_run=test_run, workdir=work)
+        sha = sha256_of(tmp)
     short = {"tensorflow_saved_model_bundle": "savedmodel", "onnx": "onnx"}
     flat = [Check(f"{short[fmt]} {c.kind}", c.shape, c.max_abs_diff) for fmt, cs in checks.items() for c in cs]
-    return ExportResult(out, "bioimageio", flat, tolerance, {"opset": opset, "test_run": test_run})
+    return _record(src, ExportResult(out, "bioimageio", flat, tolerance, {"opset": opset, "test_run": test_run}), sha)
 
 
 # --------------------------------------------------------------------------------------------
@@ -749,7 +933,7 @@ def default_output(run_dir: str | os.PathLike, format: str) -> Path:
 
 def export_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, format: str = "onnx", *,
                which: str = "best", opset: int = DEFAULT_OPSET, sizes: Sequence[int] = VERIFY_SIZES,
-               tolerance: float = TOLERANCE, **kwargs: Any) -> ExportResult:
+               tolerance: float = TOLERANCE, overwrite: bool = False, **kwargs: Any) -> ExportResult:
     """Export a run folder's network, verify the artefact against Keras, and write it atomically.
 
     Parameters
@@ -758,7 +942,8 @@ def export_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
         A run folder (``config.json`` + ``weights/``).
     out
         Destination file (folder for ``saved_model``); default
-        :func:`default_output`.
+        :func:`default_output`. Never the run folder or above it; inside it,
+        only ``RUN/export/``.
     format
         ``"onnx"``, ``"tflite"``, ``"saved_model"`` or ``"bioimageio"``.
     which
@@ -769,7 +954,11 @@ def export_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
         Two (or more) square input sizes to verify at; use one that is not a
         power of two.
     tolerance
-        Largest accepted max abs difference from Keras on the [0, 1] output.
+        Largest accepted max abs difference from Keras on the [0, 1] output
+        (finite, > 0, < 1).
+    overwrite
+        Replace an existing output, only if an earlier export wrote it (see
+        :func:`check_destination`).
     **kwargs
         ``tflite``: ``fixed_size`` (see :func:`export_tflite`); ``bioimageio``:
         passed to :func:`export_bioimageio` (``name``, ``authors``, ``test_run``...).
@@ -782,22 +971,25 @@ def export_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
     Raises
     ------
     DfcanError
-        Missing, corrupt or mismatched run folder; conversion failure; an
-        artefact that does not match Keras (nothing is left on disk then).
+        Missing, corrupt or mismatched run folder (or non-finite weights);
+        bad option values; an output that may not be written or replaced
+        (checked before any work); conversion failure; an artefact that does
+        not match Keras (nothing is left on disk then).
     """
     if format not in FORMATS:
         raise DfcanError(f"format must be one of {FORMATS}. Received: format={format!r}")
-    if len(sizes) < 2:
-        raise DfcanError(f"verify at two sizes or more (one not a power of two). Received: sizes={tuple(sizes)}")
+    check_options(sizes, tolerance, opset, fixed_size=kwargs.get("fixed_size"))
     out = Path(out) if out is not None else default_output(run_dir, format)
+    check_destination(run_dir, out, format, overwrite=overwrite)
     src = _open_run(run_dir, which)
+    common = {"sizes": sizes, "tolerance": tolerance, "overwrite": overwrite, "_source": src}
     if format == "onnx":
-        return export_onnx(run_dir, out, opset=opset, sizes=sizes, tolerance=tolerance, _source=src)
+        return export_onnx(run_dir, out, opset=opset, **common)
     if format == "tflite":
-        return export_tflite(run_dir, out, sizes=sizes, tolerance=tolerance, _source=src, **kwargs)
+        return export_tflite(run_dir, out, **common, **kwargs)
     if format == "saved_model":
-        return export_saved_model(run_dir, out, sizes=sizes, tolerance=tolerance, _source=src)
-    return export_bioimageio(run_dir, out, opset=opset, sizes=sizes, tolerance=tolerance, _source=src, **kwargs)
+        return export_saved_model(run_dir, out, **common)
+    return export_bioimageio(run_dir, out, opset=opset, **common, **kwargs)
 
 
 # --------------------------------------------------------------------------------------------
@@ -837,9 +1029,12 @@ def load_backend(path_or_run: Any, backend: str = "keras", *, threads: int | Non
     path_or_run
         A run folder (or :class:`dfcan_tf.runs.Run`), or an exported artefact
         (``.onnx`` file, ``.tflite`` file, SavedModel folder). With a run
-        folder and ``backend`` ``"onnx"``/``"tflite"``, the run's default
-        export (``RUN/export/model.onnx`` / ``.tflite``) is used, and written
-        (verified) first if missing or older than the weights.
+        folder and ``backend`` ``"onnx"``/``"tflite"``/``"saved_model"``, the
+        run's default export (``RUN/export/model.onnx``, ``.tflite``,
+        ``model/``) is used, exported (and verified) first if missing. An
+        existing one is used only if export's record of it (see
+        :func:`check_recorded_export`) matches the current weights and the
+        artefact on disk; otherwise :class:`DfcanError` says to re-export.
     backend
         ``"keras"``, ``"onnx"``, ``"tflite"`` (LiteRT) or ``"saved_model"``.
     threads
@@ -860,6 +1055,7 @@ def load_backend(path_or_run: Any, backend: str = "keras", *, threads: int | Non
 
     if backend not in BACKENDS:
         raise DfcanError(f"backend must be one of {BACKENDS}. Received: backend={backend!r}")
+    check_options(threads=threads)
     if isinstance(path_or_run, Run):
         if backend == "keras":
             cfg = path_or_run.model_config
@@ -878,10 +1074,11 @@ def load_backend(path_or_run: Any, backend: str = "keras", *, threads: int | Non
         if backend == "keras":
             run = load_run(path, which, spectrum=spectrum)
             return Backend("keras", path, _compiled(run.model, channels), channels, scale)
+        weights_path(path, which)  # validates ``which``
         artefact = default_output(path, backend)
-        weights = weights_path(path, which)
-        if not artefact.exists() or (weights.exists() and artefact.stat().st_mtime < weights.stat().st_mtime):
+        if not artefact.exists() and not artefact.is_symlink():
             export_run(path, artefact, backend, which=which)
+        check_recorded_export(path, artefact, backend, which)
         path = artefact
     elif backend == "keras":
         raise DfcanError(f"{path}: the keras backend needs a run folder (config.json + weights/)")
@@ -897,6 +1094,39 @@ def load_backend(path_or_run: Any, backend: str = "keras", *, threads: int | Non
     else:
         runner = _saved_model_runner(path)
     return Backend(backend, path, runner, channels, scale)
+
+
+def check_recorded_export(run_dir: str | os.PathLike, artefact: str | os.PathLike, format: str,
+                          which: str = "best") -> dict:
+    """Return export's record of ``artefact`` if it may be used for ``run_dir``'s current ``which`` weights.
+
+    The record (the manifest entry :func:`export_run` writes next to the
+    artefact) must say ``dfcan export`` wrote it in ``format``, name the
+    SHA-256 of the run's current weights file and the artefact's own SHA-256,
+    and a passed verification. Anything else raises :class:`DfcanError` (an
+    unrecorded artefact is never loaded: it could be anyone's model).
+    """
+    run_dir, artefact = Path(run_dir), Path(artefact)
+    redo = f"dfcan export {run_dir} --format {format} --weights {which} --overwrite"
+    entry = safety.output_record(artefact)
+    if entry is None or entry.get("command") != COMMAND or entry.get("format") != format:
+        raise DfcanError(f"{artefact}: not recorded as a verified '{format}' export of this run (copied in or "
+                         f"written by something else?), so it is not loaded. Move it out of the way and run "
+                         f"'dfcan export {run_dir} --format {format} --weights {which}'")
+    weights = _weights_file(run_dir, which)
+    if not weights.is_file():
+        raise DfcanError(f"{run_dir}: no weights found (expected {weights})")
+    if entry.get("weights_sha256") != sha256_of(weights):
+        made_from = entry.get("weights_file") or "other weights"
+        raise DfcanError(f"{artefact} is stale: it was exported from {made_from} with other contents than the "
+                         f"current {weights} (retrained, or exported from another run). Re-export: {redo}")
+    if entry.get("sha256") != sha256_of(artefact):
+        raise DfcanError(f"{artefact} changed after it was exported and verified; it is not loaded. "
+                         f"Re-export: {redo}")
+    verification = entry.get("verification") or {}
+    if verification.get("passed") is not True:
+        raise DfcanError(f"{artefact}: its record holds no passed verification against Keras. Re-export: {redo}")
+    return entry
 
 
 def _onnx_channels(path: Path) -> int | None:
@@ -1042,7 +1272,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run", help="run folder (config.json + weights/)")
     parser.add_argument("--format", choices=FORMATS, default="onnx")
     parser.add_argument("-o", "--output", default=None,
-                        help="destination (default: RUN/export/model.onnx, model.tflite, model/ or bioimageio.zip)")
+                        help="destination (default: RUN/export/model.onnx, model.tflite, model/ or bioimageio.zip); "
+                             "never the run folder, inside it only RUN/export/")
     parser.add_argument("--weights", choices=["best", "last"], default="best")
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset ({DEFAULT_OPSET}-{MAX_OPSET})")
     parser.add_argument("--verify-sizes", type=int, nargs="+", default=list(VERIFY_SIZES), metavar="N",
@@ -1054,15 +1285,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", default=None, help="bioimage.io: model name")
     parser.add_argument("--no-test-run", action="store_true",
                         help="bioimage.io: skip the bioimageio.core test run (validation still runs)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the output if an earlier 'dfcan export' wrote it (never any other file or folder)")
 
 
 def run_from_args(args: argparse.Namespace) -> int:
     extra: dict[str, Any] = {}
     if args.format == "bioimageio":
         extra = {"name": args.name, "test_run": not args.no_test_run}
-    elif args.format == "tflite" and args.tflite_size:
+    elif args.format == "tflite" and args.tflite_size is not None:
         extra = {"fixed_size": args.tflite_size}
+    elif args.tflite_size is not None:
+        raise DfcanError(f"--tflite-size applies to --format tflite only. Received: --format {args.format}")
     result = export_run(args.run, args.output, args.format, which=args.weights, opset=args.opset,
-                        sizes=args.verify_sizes, tolerance=args.tolerance, **extra)
+                        sizes=args.verify_sizes, tolerance=args.tolerance, overwrite=args.overwrite, **extra)
     print(result.summary())
     return 0

@@ -282,3 +282,231 @@ def test_full_size_dfcan_exports_match_at_502(tmp_path):
     onnx_result = E.export_run(run_dir, tmp_path / "m.onnx", "onnx", sizes=(96, 257))
     tflite_result = E.export_run(run_dir, tmp_path / "m.tflite", "tflite", sizes=(128, 502))
     assert max(onnx_result.max_abs_diff, tflite_result.max_abs_diff) <= TOL
+
+
+# --------------------------------------------------------------------------------------------
+# the user's files, the run folder, and which artefacts may be loaded
+# --------------------------------------------------------------------------------------------
+
+def _hashes(folder: Path) -> dict[str, str]:
+    """Relative path -> SHA-256 of every file under ``folder``."""
+    import hashlib
+
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def own_run(tmp_path):
+    """A tiny SISR run of this test's own (tests below change its weights and its export folder)."""
+    return _make_run(tmp_path / "run", CASES["dfcan_sisr"], seed=7)
+
+
+def _export(run_dir, *args) -> list[str]:
+    return ["export", str(run_dir), "--verify-sizes", *map(str, SIZES), *map(str, args)]
+
+
+def _refused(capsys, *words) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("dfcan export: error: ") and "Traceback" not in err, err
+    for w in words:
+        assert str(w) in err, (w, err)
+    return err
+
+
+def test_an_existing_folder_is_never_replaced_by_a_file(runs, tmp_path, capsys):
+    """`dfcan export RUN --format onnx -o FOLDER` used to replace the folder by the .onnx file."""
+    for name in ("results", "results.onnx"):
+        folder = tmp_path / name
+        (folder / "sub").mkdir(parents=True)
+        (folder / "sub" / "data.tif").write_bytes(b"precious")
+        before = _hashes(folder)
+        for extra in ([], ["--overwrite"]):
+            assert cli.main(_export(runs["dfcan_sisr"], "--format", "onnx", "-o", folder, *extra)) == 2
+            err = _refused(capsys, folder)
+            assert "existing folder" in err or "ending in .onnx" in err
+            assert _hashes(folder) == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".part")]
+
+
+@pytest.mark.parametrize("fmt", ["tflite", "saved_model"])
+def test_the_run_folder_is_never_an_output(own_run, fmt, capsys):
+    """`dfcan export RUN --format tflite -o RUN` would have replaced the run; so would its parent or its files."""
+    before = _hashes(own_run.parent)
+    suffix = ".tflite" if fmt == "tflite" else ""
+    for out in (own_run, own_run.parent, own_run / "weights" / f"best{suffix}", own_run / f"model{suffix}",
+                own_run / "export", own_run / "config.json", own_run / "weights"):
+        assert cli.main(_export(own_run, "--format", fmt, "-o", out, "--overwrite")) == 2, out
+        _refused(capsys, out)
+        assert _hashes(own_run.parent) == before
+    assert cli.main(_export(own_run, "--format", "saved_model", "-o", own_run, "--overwrite")) == 2
+    assert "holds the run folder" in _refused(capsys, own_run)
+
+
+def test_overwrite_replaces_only_exports_own_output(own_run, tmp_path, capsys):
+    out = tmp_path / "m.onnx"
+    assert cli.main(_export(own_run, "-o", out)) == 0
+    first = out.read_bytes()
+    assert cli.main(_export(own_run, "-o", out)) == 2
+    _refused(capsys, out, "--overwrite")
+    assert cli.main(_export(own_run, "-o", out, "--overwrite", "--opset", "18")) == 0
+    assert out.read_bytes() != first  # replaced (opset 18)
+    # a file export did not write: never replaced, even with --overwrite
+    foreign = tmp_path / "theirs.onnx"
+    foreign.write_bytes(b"someone's model")
+    assert cli.main(_export(own_run, "-o", foreign, "--overwrite")) == 2
+    _refused(capsys, foreign, "not written by 'dfcan export'")
+    assert foreign.read_bytes() == b"someone's model"
+    # SavedModel folders: replaced only when export's marker is in them
+    sm = tmp_path / "sm"
+    assert cli.main(_export(own_run, "--format", "saved_model", "-o", sm)) == 0
+    assert json.loads((sm / ".dfcan-output.json").read_text())["command"] == "export"
+    assert cli.main(_export(own_run, "--format", "saved_model", "-o", sm, "--overwrite")) == 0
+    other = tmp_path / "other_sm"
+    (other / "variables").mkdir(parents=True)
+    (other / "saved_model.pb").write_bytes(b"pb")
+    before = _hashes(other)
+    assert cli.main(_export(own_run, "--format", "saved_model", "-o", other, "--overwrite")) == 2
+    _refused(capsys, other)
+    assert _hashes(other) == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".part")]
+
+
+def test_every_export_is_recorded_with_checksums_and_verification(own_run, tmp_path):
+    import hashlib
+
+    from dfcan_tf import safety
+
+    result = E.export_run(own_run, tmp_path / "m.tflite", "tflite", sizes=SIZES)
+    entry = safety.output_record(result.path)
+    weights = own_run / "weights" / "best.weights.h5"
+    assert entry["command"] == "export" and entry["format"] == "tflite"
+    assert entry["weights_file"] == "weights/best.weights.h5"
+    assert entry["weights_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert entry["sha256"] == hashlib.sha256(result.path.read_bytes()).hexdigest() == result.extra["sha256"]
+    v = entry["verification"]
+    assert v["passed"] is True and v["tolerance"] == TOL and v["max_abs_diff"] == pytest.approx(result.max_abs_diff)
+    assert 0 <= v["max_abs_diff"] <= TOL and len(v["checks"]) == 4
+    # the default output's record lives in the run folder
+    E.export_run(own_run, None, "onnx", sizes=SIZES)
+    assert safety.output_record(own_run / "export" / "model.onnx")["format"] == "onnx"
+    assert (own_run / "export" / safety.MANIFEST).is_file()
+
+
+def test_load_backend_runs_only_recorded_current_artefacts(own_run, runs, tmp_path, rng, monkeypatch, capsys):
+    import shutil
+
+    from dfcan_tf import safety
+
+    x = rng.random((1, 24, 24, 1), dtype=np.float32)
+    export_dir = own_run / "export"
+    # 1. a SavedModel planted in RUN/export (here: another run's, verified there) is never loaded
+    planted = E.export_run(runs["dfgan_sisr"], tmp_path / "elsewhere" / "model", "saved_model", sizes=SIZES).path
+    shutil.copytree(planted, export_dir / "model")
+    monkeypatch.setattr(E, "_saved_model_runner", lambda path: pytest.fail(f"loaded the planted {path}"))
+    with pytest.raises(DfcanError, match="not recorded as a verified 'saved_model' export"):
+        E.load_backend(own_run, "saved_model")
+    monkeypatch.undo()
+    # 2. another run's ONNX, with or without its record: refused
+    other = E.export_run(runs["dfcan_sisr"], None, "onnx", sizes=SIZES).path
+    shutil.copy(other, export_dir / "model.onnx")
+    with pytest.raises(DfcanError, match="not recorded"):
+        E.load_backend(own_run, "onnx")
+    shutil.copy(other.parent / safety.MANIFEST, export_dir / safety.MANIFEST)
+    with pytest.raises(DfcanError, match=r"stale.*Re-export: dfcan export .* --format onnx"):
+        E.load_backend(own_run, "onnx")
+    # ... and --overwrite does not replace what this run's export did not write
+    (export_dir / safety.MANIFEST).unlink()
+    assert cli.main(["export", str(own_run), "--overwrite", "--verify-sizes", "32", "45"]) == 2
+    _refused(capsys, export_dir / "model.onnx", "not written by")
+    (export_dir / "model.onnx").unlink()
+    shutil.rmtree(export_dir / "model")
+    # 3. missing: exported (verified and recorded), then used
+    want = load_run(own_run).model(x).numpy()
+    assert np.max(np.abs(E.load_backend(own_run, "onnx")(x) - want)) <= TOL
+    # 4. retrained (the weights file changed): the old export is refused, re-export fixes it
+    _make_run(own_run, CASES["dfcan_sisr"], seed=8)
+    with pytest.raises(DfcanError, match=r"stale.*best.weights.h5.*--overwrite"):
+        E.load_backend(own_run, "onnx")
+    assert cli.main(["predict", str(own_run), str(tmp_path / "none.tif"), "-o", str(tmp_path / "p"),
+                     "--backend", "onnx"]) == 2
+    assert "Traceback" not in capsys.readouterr().err and not (tmp_path / "p").exists()
+    assert cli.main(["export", str(own_run), "--overwrite", "--verify-sizes", "32", "45"]) == 0
+    want = load_run(own_run).model(x).numpy()
+    assert np.max(np.abs(E.load_backend(own_run, "onnx")(x) - want)) <= TOL
+    # 5. an artefact edited after export is refused
+    with open(export_dir / "model.onnx", "ab") as fh:
+        fh.write(b"\0")
+    with pytest.raises(DfcanError, match="changed after it was exported"):
+        E.load_backend(own_run, "onnx")
+    # 6. weights "last" differ from the "best" the export was made from
+    E.export_run(own_run, None, "tflite", sizes=SIZES)
+    _make_run(tmp_path / "scratch", CASES["dfcan_sisr"], seed=9)
+    shutil.copy(tmp_path / "scratch" / "weights" / "last.weights.h5", own_run / "weights" / "last.weights.h5")
+    E.load_backend(own_run, "tflite", which="best")
+    with pytest.raises(DfcanError, match="stale"):
+        E.load_backend(own_run, "tflite", which="last")
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--tolerance", "nan"], "--tolerance"),
+    (["--tolerance", "inf"], "--tolerance"),
+    (["--tolerance", "0"], "--tolerance"),
+    (["--tolerance=-1e-4"], "--tolerance"),
+    (["--tolerance", "1"], "--tolerance"),
+    (["--verify-sizes", "0", "0"], "--verify-sizes 0 0"),
+    (["--verify-sizes", "-5", "64"], "--verify-sizes -5 64"),
+    (["--verify-sizes", "64", "128"], "not a power of two"),
+    (["--verify-sizes", "45", "45"], "two sizes"),
+    (["--verify-sizes", "100000", "45"], "--verify-sizes"),
+    (["--opset", "5"], "opset"),
+    (["--format", "tflite", "--tflite-size", "0"], "--tflite-size"),
+    (["--format", "tflite", "--tflite-size", "-3"], "--tflite-size"),
+    (["--format", "onnx", "--tflite-size", "64"], "--tflite-size"),
+])
+def test_bad_numbers_are_clear_errors(runs, tmp_path, flags, words, capsys):
+    out = tmp_path / ("m.tflite" if "tflite" in flags else "m.onnx")
+    argv = ["export", str(runs["dfcan_sisr"]), "-o", str(out), *flags]
+    if "--verify-sizes" not in flags:
+        argv += ["--verify-sizes", "32", "45"]
+    assert cli.main(argv) == 2
+    _refused(capsys, words)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_threads_are_refused(runs):
+    for threads in (0, -2, 1.5):
+        with pytest.raises(DfcanError, match="threads"):
+            E.load_backend(runs["dfcan_sisr"], "onnx", threads=threads)
+
+
+def test_nan_weights_are_not_exported(own_run, tmp_path, capsys):
+    import keras
+
+    cfg = CASES["dfcan_sisr"]
+    model = cfg.build()
+    model.load_weights(own_run / "weights" / "best.weights.h5")
+    weights = model.get_weights()
+    weights[0][0, 0, 0, 0] = np.nan
+    model.set_weights(weights)
+    keras.utils.set_random_seed(0)
+    write_run(own_run, model, cfg)
+    before = _hashes(own_run)
+    assert cli.main(_export(own_run, "-o", tmp_path / "m.onnx")) == 2
+    _refused(capsys, "best.weights.h5", "NaN")
+    assert _hashes(own_run) == before and not (tmp_path / "m.onnx").exists()
+
+
+def test_stale_parts_of_a_killed_export_are_cleaned(own_run, tmp_path):
+    import os
+    import time
+
+    stale = tmp_path / ".part-m.onnx-k1ll3d"
+    stale.mkdir()
+    (stale / "m.onnx").write_bytes(b"half written")
+    fresh = tmp_path / ".part-m.onnx-running"  # a concurrent export's: left alone
+    fresh.mkdir()
+    old = time.time() - 2 * 3600
+    os.utime(stale, (old, old))
+    E.export_run(own_run, tmp_path / "m.onnx", "onnx", sizes=SIZES)
+    assert not stale.exists() and fresh.is_dir()
