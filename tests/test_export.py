@@ -408,7 +408,7 @@ def test_load_backend_runs_only_recorded_current_artefacts(own_run, runs, tmp_pa
         E.load_backend(own_run, "saved_model")
     monkeypatch.undo()
     # 2. another run's ONNX, with or without its record: refused
-    other = E.export_run(runs["dfcan_sisr"], None, "onnx", sizes=SIZES).path
+    other = E.export_run(runs["dfcan_sisr"], tmp_path / "other" / "model.onnx", "onnx", sizes=SIZES).path
     shutil.copy(other, export_dir / "model.onnx")
     with pytest.raises(DfcanError, match="not recorded"):
         E.load_backend(own_run, "onnx")
