@@ -1286,7 +1286,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-test-run", action="store_true",
                         help="bioimage.io: skip the bioimageio.core test run (validation still runs)")
     parser.add_argument("--overwrite", action="store_true",
-                        help="replace the output if an earlier 'dfcan export' wrote it (never any other file or folder)")
+                        help="replace the output if an earlier 'dfcan export' wrote it (never another file or folder)")
 
 
 def run_from_args(args: argparse.Namespace) -> int:
