@@ -96,11 +96,9 @@ def run_demo(out_dir: str | Path = "demo_output", *, run_dir: str | Path = DEFAU
 
     print("[5/5] exporting to ONNX (verified against Keras) and running it with onnxruntime")
     onnx_path = out / "export" / "dfcan_sisr_mt_x2.onnx"
-    import inspect
 
-    # The demo owns its folder: a rerun replaces its previous export (when export_run takes the flag).
-    extra = {"overwrite": True} if "overwrite" in inspect.signature(export_run).parameters else {}
-    export_run(run_dir, onnx_path, format="onnx", **extra)
+    # The demo owns its folder: a rerun replaces its previous export.
+    export_run(run_dir, onnx_path, format="onnx", overwrite=True)
     onnx_fn = load_backend(onnx_path, "onnx")
     x = ((wf - wf.min()) / (wf.max() - wf.min()))[None, :, :, None].astype(np.float32)
     diff = float(np.max(np.abs(onnx_fn(x) - run.model(x).numpy())))

@@ -34,7 +34,8 @@ def test_bioimageio_package_validates_and_test_runs(sim_run, tmp_path, monkeypat
     status = cli.main(["export", str(sim_run), "--format", "bioimageio", "-o", str(out), "--verify-sizes", "32", "45"])
     assert status == 0 and out.is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pkg"]  # no scratch left behind
-    assert [p.name for p in (tmp_path / "pkg").iterdir()] == ["dfgan_sim.zip"]
+    # the zip, and export's record of what it wrote (safety.MANIFEST)
+    assert sorted(p.name for p in (tmp_path / "pkg").iterdir()) == [".dfcan-outputs.json", "dfgan_sim.zip"]
 
     with zipfile.ZipFile(out) as zf:
         names = set(zf.namelist())
