@@ -360,10 +360,10 @@ def _find_k(bands: np.ndarray, orders: np.ndarray, grid: _Grid, *, k_range: tupl
             max_order: int) -> tuple[float, float, float]:
     """Wave vector of one orientation from its band spectra (raw grid); returns (ky, kx, peak height).
 
-    Coarse: the cross-correlation of OTF-normalised bands 0 and +1 (so that
-    the weak overlap far from DC counts as much as the strong low
-    frequencies) on the integer frequency grid of the padded field, searched
-    in the annulus ``k_range`` (cycles per raw pixel). Fine: Nelder–Mead on
+    Coarse: the cross-correlation coefficient of OTF-normalised bands 0 and
+    +1 over their overlap (so that the small overlap far from DC counts as
+    much as the strong low frequencies) on the integer frequency grid of the
+    padded field, searched in the annulus ``k_range`` (cycles per raw pixel). Fine: Nelder–Mead on
     the magnitude of the least-squares band ratio |c₁(q)| (band +1 shifted by
     −q exactly, each band weighted by the other's OTF) as a correlation
     coefficient, plus that of bands +2 and +1 for nonlinear SIM; both peak at
@@ -372,16 +372,28 @@ def _find_k(bands: np.ndarray, orders: np.ndarray, grid: _Grid, *, k_range: tupl
     j = {int(m): i for i, m in enumerate(orders)}
     raw_grid = _Grid(bands.shape[-2:], 1, 0, grid.cutoff)
     otf = raw_grid.otf()
-    norm = np.where(otf > 0.08, 1.0 / np.maximum(otf, 0.08), 0.0)
-    lo_hi = _real_bands(np.stack([bands[j[0]] * norm, bands[j[1]] * norm]), grid.scale)
-    prod = lo_hi[0] * np.conj(lo_hi[1])
-    corr = sfft.ifft2(prod) * prod.size  # C(q) = Σ_r p(r) e^{+2πi q·r}, peaks at q = k
+    mask = otf > 0.08
+    x0 = np.where(mask, bands[j[0]] / np.maximum(otf, 0.08), 0.0)
+    x1 = np.where(mask, bands[j[1]] / np.maximum(otf, 0.08), 0.0)
+    m = mask.astype(float)
+
+    def xcorr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Σ_f a(f) b*(f + q) for every q of the (scale×) grid, via real space (no wrap-around)."""
+        ra, rb = _real_bands(np.stack([a, b]), grid.scale)
+        return sfft.ifft2(ra * np.conj(rb)) * float(a.size) ** 2
+
+    corr = np.abs(xcorr(x0, x1))
+    # Normalised by the band energies inside the overlap at each q, so the large overlap of small shifts
+    # (and the strong low frequencies) does not win over the true, small overlap at |k| near the cutoff.
+    n0 = np.abs(xcorr(np.abs(x0) ** 2, m))
+    n1 = np.abs(xcorr(m, np.abs(x1) ** 2))
+    area = np.abs(xcorr(m, m))
     rad = grid.radius()
-    score = np.where((rad >= k_range[0]) & (rad <= k_range[1]), np.abs(corr), 0.0)
+    ok = (rad >= k_range[0]) & (rad <= k_range[1]) & (area > 0.02 * m.sum())
+    score = np.where(ok, corr / np.sqrt(np.maximum(n0 * n1, 1e-300)), 0.0)
     iy, ix = np.unravel_index(int(np.argmax(score)), score.shape)
     ky0, kx0 = float(grid.fy[iy, 0]), float(grid.fx[0, ix])
-    height = float(score[iy, ix]) / max(math.sqrt(float(np.sum(np.abs(lo_hi[0]) ** 2) *
-                                                        np.sum(np.abs(lo_hi[1]) ** 2))), 1e-30)
+    height = float(score[iy, ix])
 
     real = _real_bands(bands, grid.scale)
     b0 = sfft.fft2(real[j[0]])
@@ -462,10 +474,9 @@ def _prepare(frames, n_orientations, n_phases, pixel_nm, na, emission_nm, pad, b
     if pad < 0:
         raise DfcanError(f"pad must be ≥ 0. Received: pad={pad}")
     h, w = frames.shape[1:]
-    # Even padded sizes (Fourier upsampling places the spectrum symmetrically).
-    py, px_ = pad + (h + 2 * pad) % 2, pad + (w + 2 * pad) % 2
-    p = max(py, px_)
+    p = pad
     padded, means = _pad_frames(frames - bg, n_orientations, p)
+    # Even padded sizes (Fourier upsampling places the spectrum symmetrically).
     if padded.shape[1] % 2 or padded.shape[2] % 2:
         padded = np.pad(padded, ((0, 0), (0, padded.shape[1] % 2), (0, padded.shape[2] % 2)), mode="edge")
     return padded, means, cutoff, p, _estimation_window(padded.shape[1:], (h, w), p)
