@@ -40,7 +40,8 @@ def _errors(est: SIMParameters, params: dict) -> tuple[float, float, float]:
     """Largest relative frequency error, angle error (degrees) and relative modulation error."""
     f_true = params["pattern_frequency_per_um"] / 1000.0 * params["raw_pixel_nm"]
     f_err = max(abs(o.frequency / f_true - 1.0) for o in est.orientations)
-    a_err = max(abs(math.remainder(o.angle_deg - a, 180.0)) for o, a in zip(est.orientations, params["orientations_deg"]))
+    pairs = zip(est.orientations, params["orientations_deg"])
+    a_err = max(abs(math.remainder(o.angle_deg - a, 180.0)) for o, a in pairs)
     m_err = max(abs(o.modulation / params["modulation"] - 1.0) for o in est.orientations)
     return f_err, a_err, m_err
 
@@ -49,6 +50,7 @@ def test_blind_estimation_linear(linear_cell):
     p = linear_cell.params
     est = estimate_parameters(linear_cell.raw[-1], pixel_nm=p["raw_pixel_nm"], **OPTICS)
     f_err, a_err, m_err = _errors(est, p)
+    print(f"linear estimation: frequency {100 * f_err:.3f}%, angle {a_err:.3f} deg, modulation {100 * m_err:.1f}%")
     assert f_err < 0.005 and a_err < 0.5 and m_err < 0.2, (f_err, a_err, m_err)
     # The phase refers to raw pixel (0, 0): the simulator's pattern there (its field starts PAD_RAW pixels earlier).
     f = p["pattern_frequency_per_um"] / 1000.0 * p["raw_pixel_nm"]

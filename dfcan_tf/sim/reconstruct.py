@@ -17,12 +17,12 @@ Li et al., Science 2015). The steps are:
    ``B_m(f) = c_m OTF(f) S(f − m k)`` (:func:`separate_bands`).
 2. **Wave vector** (blind): band 0 and band +1 overlap best when band +1 is
    shifted back by k, so the cross-correlation ``C(q) = Σ_f B_0(f) B_1*(f + q)``
-   peaks at q = k. It is computed for all integer q with one FFT of the
-   real-space product ``b_0 · b_1*`` (on a 2× grid so the product does not
-   alias), and refined off the grid by maximising ``|C(q)|`` evaluated
-   directly (a separable DTFT) with Nelder–Mead. Nonlinear SIM adds the
-   correlation of bands 1 and 2 (which also peaks at k; the order-2 vector
-   is 2k) to the objective.
+   of the OTF-normalised bands, divided by the band energies inside the
+   overlap, peaks at q = k. It is computed for all integer q with FFTs of
+   real-space products (on a 2× grid so products do not alias), then refined
+   off the grid with Nelder–Mead on the correlation coefficient of the bands
+   shifted by −q exactly (phase ramp). Nonlinear SIM adds the coefficient of
+   bands 2 and 1 (the order-2 vector is 2k) to the objective.
 3. **Phase and modulation**: the bands, shifted to their true positions,
    agree where their OTF supports overlap after each is weighted by the
    other's OTF (as in fairSIM, Müller et al., Nat. Commun. 2016); a
