@@ -23,6 +23,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "simulate": ("dfcan_tf.simulate", "simulate BioSR-like SIM data in BioSR's layout"),
     "patches": ("dfcan_tf.patches", "cut training/validation patch pairs from BioSR-layout data"),
     "train": ("dfcan_tf.train", "train DFCAN or DFGAN into a run folder"),
+    "sim-reconstruct": ("dfcan_tf.sim.command", "conventional SIM reconstruction (linear 2x, nonlinear 3x) of raw frames"),
     "predict": ("dfcan_tf.predict", "super-resolve images with a run folder"),
     "evaluate": ("dfcan_tf.evaluate", "evaluate a run folder on a BioSR-layout test set"),
     "export": ("dfcan_tf.export", "export a run folder to ONNX, TFLite, SavedModel or bioimage.io"),
