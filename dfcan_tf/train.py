@@ -10,8 +10,10 @@ into a run folder (see :mod:`dfcan_tf.runs`)::
       weights/last.optimizer.h5        optimizer variables (step count, lr, Adam moments)
       weights/last.discriminator.weights.h5   DFGAN only
       weights/ckpt-NNNNNNN.*           the same three files, step-stamped (what resume loads)
-      weights/last.state.json          step, checkpoint name, plateau counters, best NRMSE (the commit point)
-      history.csv                      one row per validation
+      weights/last.state.json          step, checkpoint name, plateau counters, best NRMSE, losses since the
+                                       last validation (the commit point)
+      history.csv                      one row per validation (written with each checkpoint)
+      .dfcan-train.lock                flock held by the `dfcan train` writing the folder (holds its pid)
       logs/                            TensorBoard: losses, metrics, learning rates, sample images
       samples/step_NNNNNNN.png         input | output | GT with metrics
 
@@ -38,6 +40,11 @@ How it works
   ``validate_patches`` patches (all of them, on every worker, so plateau
   decisions agree across workers). Only the chief writes the run folder;
   other workers write their checkpoints under ``RUN/.worker-<id>/``.
+* Safety: one ``dfcan train`` per run folder (an exclusive, non-blocking
+  ``flock``); NaN or infinite training data are refused naming the file; a
+  non-finite loss or validation metric stops training with the last good
+  checkpoint untouched; a Ctrl-C that cuts a validation short rolls it back
+  and the resumed run redoes it, so its history equals an uninterrupted one.
 """
 
 from __future__ import annotations
