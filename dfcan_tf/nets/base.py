@@ -240,12 +240,15 @@ class PadToMultiple(keras.layers.Layer):
     def call(self, inputs):
         shape = tf.shape(inputs)
         m = self.multiple
-        pad_h = tf.math.floormod(-shape[1], m)
-        pad_w = tf.math.floormod(-shape[2], m)
+        # (m - h mod m) mod m: non-negative operands only (tf2onnx turns FloorMod into a truncating Mod).
+        pad_h = tf.math.floormod(m - tf.math.floormod(shape[1], m), m)
+        pad_w = tf.math.floormod(m - tf.math.floormod(shape[2], m), m)
         zero = tf.zeros_like(pad_h)
         paddings = tf.stack([tf.stack([zero, zero]), tf.stack([zero, pad_h]), tf.stack([zero, pad_w]),
                              tf.stack([zero, zero])])
-        return tf.pad(inputs, paddings, mode="REFLECT" if self.mode == "reflect" else "CONSTANT")
+        y = tf.pad(inputs, paddings, mode="REFLECT" if self.mode == "reflect" else "CONSTANT")
+        # Dynamic paddings lose the static channel count, which TFLite's Conv2D needs: restate it.
+        return tf.reshape(y, [shape[0], shape[1] + pad_h, shape[2] + pad_w, inputs.shape[-1]])
 
     def compute_output_shape(self, input_shape):
         n, h, w, c = input_shape
@@ -263,7 +266,8 @@ class CropLike(keras.layers.Layer):
     def call(self, inputs):
         x, ref = inputs
         xs, rs = tf.shape(x), tf.shape(ref)
-        return tf.slice(x, [0, 0, 0, 0], [xs[0], rs[1], rs[2], xs[3]])
+        # A static channel count in the size keeps the static shape for the converters.
+        return tf.slice(x, [0, 0, 0, 0], [xs[0], rs[1], rs[2], x.shape[-1]])
 
     def compute_output_shape(self, input_shape):
         x, ref = input_shape
