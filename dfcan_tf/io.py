@@ -120,7 +120,7 @@ def _read_tiff_checked(path: Path, tif, size: int) -> tuple[np.ndarray, dict, st
     import tifffile
 
     if not len(tif.pages) or not tif.series:
-        raise DfcanError(f"{path}: the TIFF holds no image")
+        raise DfcanError(f"{path}: not a readable TIFF (it holds no image)")
     series = tif.series[0]
     page = tif.pages.first
     frame_shape = tuple(n for n, ax in zip(series.shape, series.axes) if ax in "YXS")

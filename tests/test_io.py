@@ -9,6 +9,7 @@ from pathlib import Path
 import mrcfile
 import numpy as np
 import pytest
+import tifffile
 
 from dfcan_tf.errors import DfcanError
 from dfcan_tf.io import read_image, read_mrc, read_mrc_header, read_tiff, write_mrc, write_tiff
@@ -180,3 +181,127 @@ def test_header_only_is_cheap_and_consistent(tmp_path):
     path = write_mrc(tmp_path / "h.mrc", np.zeros((9, 20, 30), np.uint16), pixel_size_nm=62.6)
     meta = read_mrc_header(path)
     assert meta["shape"] == (9, 20, 30) and meta["mode"] == 6
+
+
+# --------------------------------------------------------------------------- damaged and unusual TIFFs
+
+
+def _imagej_stack(tmp_path: Path, frames: int = 5) -> tuple[Path, np.ndarray]:
+    stack = np.random.default_rng(7).integers(0, 65535, size=(frames, 12, 10), dtype=np.uint16)
+    return write_tiff(tmp_path / "stack.tif", stack), stack
+
+
+def test_truncated_imagej_stack_is_refused_not_shortened(tmp_path):
+    """Cutting a 5-frame stack inside frame 3 or in its IFD chain raises; it never reads as 1 frame."""
+    path, stack = _imagej_stack(tmp_path)
+    raw = path.read_bytes()
+    with tifffile.TiffFile(path) as tif:
+        data_start = tif.series[0].dataoffset
+    cut = tmp_path / "cut.tif"
+    for end in (data_start + 2 * stack[0].nbytes + 17, data_start + stack.nbytes, len(raw) - 300):
+        cut.write_bytes(raw[:end])
+        with pytest.raises(DfcanError) as err:
+            read_image(cut)
+        assert str(cut) in str(err.value)
+        assert any(w in str(err.value) for w in ("truncated", "corrupt")), str(err.value)
+
+
+def test_imagej_frame_count_must_match_metadata(tmp_path):
+    path, stack = _imagej_stack(tmp_path)
+    raw = path.read_bytes()
+    assert raw.count(b"images=5") == 1
+    (tmp_path / "more.tif").write_bytes(raw.replace(b"images=5", b"images=7"))
+    with pytest.raises(DfcanError, match=r"more\.tif.*(7 images|truncated|corrupt)"):
+        read_image(tmp_path / "more.tif")
+    # channels × slices × frames must make images=
+    (tmp_path / "czt.tif").write_bytes(raw.replace(b"slices=5", b"slices=4"))
+    with pytest.raises(DfcanError, match=r"czt\.tif: corrupt ImageJ metadata: images=5"):
+        read_image(tmp_path / "czt.tif")
+    np.testing.assert_array_equal(read_image(path)[0], stack)  # the original is fine
+
+
+def test_plain_multipage_tiff_with_a_damaged_page_is_refused(tmp_path):
+    frames = np.arange(4 * 9 * 11, dtype=np.uint16).reshape(4, 9, 11)
+    path = tmp_path / "pages.tif"
+    with tifffile.TiffWriter(path) as tif:
+        for i, frame in enumerate(frames):
+            tif.write(frame if i != 2 else frame[:, :10], metadata=None, contiguous=False)
+    with pytest.raises(DfcanError, match=r"pages\.tif: corrupt TIFF: 3 of its 4 pages make an image"):
+        read_image(path)
+
+
+@pytest.mark.parametrize(
+    "array, words",
+    [
+        (np.ones((16, 16), bool), "1-bit"),
+        (np.ones((16, 16), np.complex64), "unsupported pixel type complex64"),
+        (np.ones((16, 16), np.int64), "unsupported pixel type int64"),
+    ],
+)
+def test_unsupported_tiff_pixel_types_are_refused(tmp_path, array, words):
+    path = tmp_path / "odd.tif"
+    tifffile.imwrite(path, array)
+    with pytest.raises(DfcanError) as err:
+        read_image(path)
+    assert str(path) in str(err.value) and words in str(err.value)
+
+
+def test_non_finite_and_empty_images_are_refused(tmp_path):
+    img = np.ones((3, 16, 16), np.float32)
+    img[1, 4, 5] = np.inf
+    img[2, 0, 0] = np.nan
+    write_tiff(tmp_path / "inf.tif", img, dtype="float32")
+    with pytest.raises(DfcanError, match=r"inf\.tif: 2 pixel value\(s\) are NaN or infinite \(the first at index \(1, 4, 5"):
+        read_image(tmp_path / "inf.tif")
+    write_mrc(tmp_path / "nan.mrc", np.ones((2, 8, 8)), mode=2)
+    raw = bytearray((tmp_path / "nan.mrc").read_bytes())
+    struct.pack_into("<f", raw, 1024 + 4 * 7, float("nan"))
+    (tmp_path / "nan.mrc").write_bytes(bytes(raw))
+    with pytest.raises(DfcanError, match=r"nan\.mrc: 1 pixel value\(s\) are NaN"):
+        read_image(tmp_path / "nan.mrc")
+    # a TIFF page of width 0: an empty image, not a reshape error
+    tifffile.imwrite(tmp_path / "w.tif", np.ones((4, 6), np.uint16), metadata=None)
+    raw = bytearray((tmp_path / "w.tif").read_bytes())
+    ifd = struct.unpack_from("<I", raw, 4)[0]
+    for i in range(struct.unpack_from("<H", raw, ifd)[0]):
+        if struct.unpack_from("<H", raw, ifd + 2 + 12 * i)[0] == 256:  # ImageWidth
+            struct.pack_into("<H", raw, ifd + 2 + 12 * i + 8, 0)
+    (tmp_path / "w.tif").write_bytes(bytes(raw))
+    with pytest.raises(DfcanError, match=r"w\.tif"):
+        read_image(tmp_path / "w.tif")
+
+
+def test_huge_float_values_read_exactly(tmp_path):
+    """Finite extremes (float32 ±3e38, float64 1e300) are data, not errors, for the reader."""
+    f32 = np.array([[-3e38, 3e38], [0, 1]], np.float32)
+    tifffile.imwrite(tmp_path / "f32.tif", f32)
+    np.testing.assert_array_equal(read_image(tmp_path / "f32.tif")[0][0], f32)
+    f64 = np.array([[1e300, 0], [-1e300, 5]], np.float64)
+    tifffile.imwrite(tmp_path / "f64.tif", f64)
+    np.testing.assert_array_equal(read_image(tmp_path / "f64.tif")[0][0], f64)
+
+
+def test_mrc_header_claiming_more_frames_is_refused(tmp_path):
+    path = _good(tmp_path)  # 3 frames of 4x5 uint16
+    raw = bytearray(path.read_bytes())
+    struct.pack_into("<i", raw, 8, 5)  # nz = 5
+    path.write_bytes(bytes(raw))
+    with pytest.raises(DfcanError, match=r"good\.mrc: truncated: the header says 5×4×5"):
+        read_image(path)
+
+
+def test_corrupt_mrc2014_fields_give_dfcan_error(tmp_path):
+    path = tmp_path / "std.mrc"
+    with mrcfile.new(path) as mrc:
+        mrc.set_data(np.arange(2 * 6 * 4, dtype=np.float32).reshape(2, 6, 4))
+    raw = path.read_bytes()
+    for offset, value in [(12, 4), (92, -5), (92, 1 << 30), (0, 0), (8, 1 << 21), (212, 0x7F7F7F7F)]:
+        damaged = bytearray(raw)
+        struct.pack_into("<i", damaged, offset, value)
+        path.write_bytes(bytes(damaged))
+        try:
+            arr, meta = read_image(path)
+        except DfcanError as exc:
+            assert str(path) in str(exc)
+            continue
+        assert arr.shape == (2, 6, 4) and np.all(np.isfinite(arr)), (offset, value)
