@@ -51,13 +51,11 @@ complete; the runs and the data are only read.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import math
 import os
 import shutil
-import sys
 import tempfile
 import time
 from collections import defaultdict
@@ -270,7 +268,7 @@ def plot_matrix(matrix: list[dict[str, Any]], path: str | os.PathLike, networks:
     for ax in axes.ravel()[len(networks):]:
         ax.axis("off")
     handles = [Patch(color=colours["in"], label="priority region (network ≥ conventional SIM)"),
-               Patch(color=colours["out"], label="conventional SIM better")]
+               Patch(color=colours["out"], label="outside (conventional SIM better by the rule)")]
     fig.legend(handles=handles, loc="lower center", ncol=2, fontsize=8.5, frameon=False)
     fig.suptitle(f"Assessment matrix; numbers: PSNR network − conventional SIM (dB)\nrule: {RULE_TEXT[rule]}",
                  fontsize=9.5)
@@ -303,8 +301,11 @@ def _check_compatible(runs: Sequence[Path], records: list) -> None:
 
     stacks: dict[str, tuple[Any, int, int]] = {}
     for rec in records:
-        (frames, _, _), _ = rec.shapes()
-        scale = rec.scale()
+        try:
+            (frames, _, _), _ = rec.shapes()
+            scale = rec.scale()
+        except DfcanError:
+            continue  # an unreadable record fails on its own later (reported, the others continue)
         if frames not in _FRAMES:
             raise DfcanError(f"{rec.raw_path}: {frames} raw frames; conventional SIM needs 9 (linear) or "
                              "25 (nonlinear) frames per stack")

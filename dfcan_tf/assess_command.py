@@ -32,7 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", choices=BACKENDS, default="keras", help="inference backend (default: keras)")
     parser.add_argument("--tile-size", type=parse_tile_size, default=None, metavar="auto|0|N",
                         help="tile side in input pixels (default auto: whole image when it fits)")
-    parser.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP, help=f"tile overlap (default {DEFAULT_OVERLAP})")
+    parser.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP,
+                        help=f"tile overlap (default {DEFAULT_OVERLAP})")
     parser.add_argument("--resolution", action="store_true",
                         help="also compute the decorrelation resolution (column resolution_nm of metrics.csv)")
     parser.add_argument("--wiener", type=float, default=DEFAULT_WIENER,

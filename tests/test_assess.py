@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
-from collections import defaultdict
 from pathlib import Path
 
 import keras
