@@ -26,6 +26,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "sim-reconstruct": ("dfcan_tf.sim.command", "conventional SIM reconstruction (linear 2x, nonlinear 3x) of raw frames"),
     "predict": ("dfcan_tf.predict", "super-resolve images with a run folder"),
     "evaluate": ("dfcan_tf.evaluate", "evaluate a run folder on a BioSR-layout test set"),
+    "assess": ("dfcan_tf.assess_command", "assessment matrix: networks vs conventional SIM per specimen and signal level"),
     "export": ("dfcan_tf.export", "export a run folder to ONNX, TFLite, SavedModel or bioimage.io"),
     "benchmark": ("dfcan_tf.benchmark", "print speed figures (data, train, predict, sgemm)"),
 }
