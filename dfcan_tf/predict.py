@@ -124,9 +124,50 @@ def remove_hot_pixels(image: np.ndarray, threshold: float = OUTLIER_THRESHOLD) -
     return np.where(hot, neighbours, x).astype(np.float32)
 
 
-def _minmax(x: np.ndarray) -> np.ndarray:
-    lo, hi = float(np.min(x)), float(np.max(x))
-    return ((x - lo) / (hi - lo + 1e-7)).astype(np.float32)
+def _minmax(x: np.ndarray, name: str = "image", what: str = "input") -> np.ndarray:
+    """Min-max normalise ``x`` to [0, 1] as float32, computing in float64.
+
+    Float64 arithmetic keeps inputs of any magnitude (float32 up to ±3.4e38,
+    float64 up to ±1e300) exact enough; the result is checked to be finite.
+
+    Parameters
+    ----------
+    x
+        Array of any real dtype.
+    name
+        The file (or label) for error messages.
+    what
+        ``"input"`` (the image) or ``"output"`` (the network's prediction).
+
+    Raises
+    ------
+    DfcanError
+        ``x`` holds NaN or infinite values, is constant (min = max: there is
+        nothing to normalise, hence nothing to super-resolve), or normalises to
+        non-finite values.
+    """
+    x64 = np.asarray(x, dtype=np.float64)
+    lo, hi = float(np.min(x64)), float(np.max(x64))
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        source = "pixel values" if what == "input" else "values produced by the model"
+        raise DfcanError(f"{name}: the {what} has NaN or infinite {source}; cannot normalise it")
+    if hi == lo:
+        if what == "input":
+            raise DfcanError(f"{name}: image is constant (value {lo:g}); nothing to super-resolve")
+        raise DfcanError(
+            f"{name}: the model's output is constant (value {lo:g}) for a non-constant input; "
+            "the model does not respond to this image (untrained or collapsed weights?)"
+        )
+    span = hi - lo
+    if np.isfinite(span):
+        out = (x64 - lo) / span
+    else:  # lo and hi near ±1.8e308: their difference overflows float64, halves do not
+        out = (x64 * 0.5 - lo * 0.5) / (hi * 0.5 - lo * 0.5)
+    if not np.all(np.isfinite(out)):
+        raise DfcanError(
+            f"{name}: min-max normalisation of the {what} gave non-finite values (range {lo:g} to {hi:g})"
+        )
+    return out.astype(np.float32)
 
 
 _PREDICTORS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -167,6 +208,8 @@ def _predictor(model: Any) -> tuple[Callable[[np.ndarray], np.ndarray], int | No
 def _check_image(image: np.ndarray, name: str) -> None:
     if image.dtype.kind not in "uif":
         raise DfcanError(f"{name}: unsupported pixel type {image.dtype}; expected 8/16/32-bit integers or floats")
+    if image.ndim < 2 or image.size == 0:
+        raise DfcanError(f"{name}: empty image of shape {image.shape}; expected (H, W) or (frames, H, W) pixels")
     if image.shape[-1] < MIN_IMAGE_SIZE or image.shape[-2] < MIN_IMAGE_SIZE:
         raise DfcanError(
             f"{name}: image of {image.shape[-2]}x{image.shape[-1]} pixels is too small; "
@@ -174,7 +217,9 @@ def _check_image(image: np.ndarray, name: str) -> None:
         )
     if image.dtype.kind == "f" and not np.all(np.isfinite(image)):
         bad = int(np.size(image) - np.count_nonzero(np.isfinite(image)))
-        raise DfcanError(f"{name}: contains {bad} NaN or infinite pixel values")
+        raise DfcanError(
+            f"{name}: contains {bad} NaN or infinite pixel values (or values too large for 32-bit floats)"
+        )
 
 
 # --------------------------------------------------------------------------- one image
@@ -214,8 +259,13 @@ def predict_image(
     batch_size
         Tiles per network call.
     normalize
-        Min-max normalise the input (whole stack) and the output, as the reference.
-        Without it the input is used as given and the raw network output returned.
+        Min-max normalise the input (whole stack) and the output, as the reference
+        (computed in float64, so any finite float input works). A constant input
+        (all pixels equal, e.g. an all-zero frame) is refused: min-max
+        normalisation is undefined for it and there is nothing to super-resolve;
+        stretching it would only show the network's border and checkerboard
+        response. Without ``normalize`` the input is used as given (it must fit
+        float32) and the raw network output returned.
     remove_outliers
         Replace hot pixels in the output (:func:`remove_hot_pixels`).
     progress
@@ -227,6 +277,15 @@ def predict_image(
     -------
     numpy.ndarray
         ``(scale·H, scale·W)`` float32, in [0, 1] when ``normalize``.
+
+    Raises
+    ------
+    DfcanError
+        Naming ``name``: an empty image, one smaller than :data:`MIN_IMAGE_SIZE`
+        pixels per side, a non-numeric pixel type, NaN or infinite pixels, a
+        constant image (``"image is constant (value V); nothing to
+        super-resolve"``) when ``normalize``, or a constant or non-finite network
+        output.
     """
     image = np.asarray(image)
     if image.ndim == 2:
@@ -239,9 +298,16 @@ def predict_image(
         raise DfcanError(
             f"{name}: the model takes {channels} input frame(s) per image, the input has {image.shape[0]}"
         )
-    x = np.moveaxis(image.astype(np.float32), 0, -1)
-    if normalize:
-        x = _minmax(x)
+    if normalize:  # in float64: float64 input beyond 3.4e38 is inf in float32, and x - min overflows near it
+        x = np.moveaxis(_minmax(image, name, "input"), 0, -1)
+    else:
+        with np.errstate(over="ignore"):
+            x = np.moveaxis(image.astype(np.float32), 0, -1)
+        if not np.all(np.isfinite(x)):
+            raise DfcanError(
+                f"{name}: pixel values up to {float(np.max(np.abs(image))):g} do not fit 32-bit floats; "
+                "rescale the image or use a run trained with min-max normalisation"
+            )
     h, w = x.shape[:2]
 
     if tile_size is None:
@@ -272,7 +338,7 @@ def predict_image(
     if out.shape != (scale * h, scale * w):
         raise DfcanError(f"{name}: the model produced {out.shape} from a {h}x{w} input; expected scale {scale}")
     if normalize:
-        out = _minmax(out)
+        out = _minmax(out, name, "output")
     if remove_outliers:
         out = remove_hot_pixels(out)
     return out.astype(np.float32, copy=False)

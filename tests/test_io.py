@@ -251,7 +251,8 @@ def test_non_finite_and_empty_images_are_refused(tmp_path):
     img[1, 4, 5] = np.inf
     img[2, 0, 0] = np.nan
     write_tiff(tmp_path / "inf.tif", img, dtype="float32")
-    with pytest.raises(DfcanError, match=r"inf\.tif: 2 pixel value\(s\) are NaN or infinite \(the first at index \(1, 4, 5"):
+    first_bad = r"inf\.tif: 2 pixel value\(s\) are NaN or infinite \(the first at index \(1, 4, 5\)\)"
+    with pytest.raises(DfcanError, match=first_bad):
         read_image(tmp_path / "inf.tif")
     write_mrc(tmp_path / "nan.mrc", np.ones((2, 8, 8)), mode=2)
     raw = bytearray((tmp_path / "nan.mrc").read_bytes())
@@ -305,3 +306,86 @@ def test_corrupt_mrc2014_fields_give_dfcan_error(tmp_path):
             assert str(path) in str(exc)
             continue
         assert arr.shape == (2, 6, 4) and np.all(np.isfinite(arr)), (offset, value)
+
+
+# --------------------------------------------------------------------------- what predict does with read images
+
+
+class _Upsample:
+    """A stand-in model: ×2 nearest-neighbour upsampling plus a fixed smooth ramp (a 'network')."""
+
+    input_channels = 1
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        up = np.repeat(np.repeat(batch[..., :1], 2, axis=1), 2, axis=2)
+        ramp = np.linspace(0.0, 0.01, up.shape[2], dtype=np.float32)
+        return up + ramp[None, None, :, None]
+
+
+def test_predict_normalises_huge_floats_in_float64(tmp_path):
+    """float64 up to 1e300 and float32 ±3e38 normalise like the same image at any scale, without warnings."""
+    from dfcan_tf.predict import predict_image
+
+    img = np.random.default_rng(3).random((16, 16))
+    expected = predict_image(_Upsample(), img, scale=2)
+    assert expected.max() == pytest.approx(1.0) and expected.min() == pytest.approx(0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for huge in (img * 1e300, (img * 6e38 - 3e38).astype(np.float32), img * 1.7e308 - 0.85e308):
+            out = predict_image(_Upsample(), huge, scale=2, name="huge.tif")
+            assert np.all(np.isfinite(out))
+            np.testing.assert_allclose(out, expected, atol=1e-5)
+    with pytest.raises(DfcanError, match=r"huge\.tif: pixel values up to 9\.998\d*e\+299 do not fit 32-bit floats"):
+        predict_image(_Upsample(), img * 1e300, scale=2, normalize=False, name="huge.tif")
+
+
+@pytest.mark.parametrize("value", [0, 7])
+def test_predict_refuses_constant_image(tmp_path, value):
+    from dfcan_tf.predict import predict_file, predict_image
+
+    with pytest.raises(DfcanError, match=rf"blank\.tif: image is constant \(value {value}\); nothing to super-resolve"):
+        predict_image(_Upsample(), np.full((16, 16), value, np.uint16), scale=2, name="blank.tif")
+    path = write_tiff(tmp_path / "blank.tif", np.full((2, 16, 16), value, np.uint16))
+    before = path.read_bytes()
+    with pytest.raises(DfcanError, match=r"blank\.tif: image is constant"):
+        predict_file(_Upsample(), path, tmp_path / "out.tif", scale=2, input_channels=1)
+    assert path.read_bytes() == before and not (tmp_path / "out.tif").exists()
+
+
+def test_predict_refuses_empty_tiny_and_non_finite_images(tmp_path):
+    from dfcan_tf.predict import predict_file, predict_image
+
+    for shape, words in [((0, 0), "empty image"), ((0, 16, 16), "empty image"), ((16, 0), "empty image"),
+                         ((3, 3), "too small"), ((16, 4), "too small")]:
+        with pytest.raises(DfcanError, match=rf"x\.tif: .*{words}"):
+            predict_image(_Upsample(), np.ones(shape, np.float32), scale=2, name="x.tif")
+    img = np.random.default_rng(1).random((16, 16))
+    img[2, 3] = np.nan
+    with pytest.raises(DfcanError, match=r"x\.tif: contains 1 NaN or infinite"):
+        predict_image(_Upsample(), img, scale=2, name="x.tif")
+    # through the file reader: an image of 0 pixels is refused by name
+    tifffile.imwrite(tmp_path / "zero.tif", np.ones((4, 6), np.uint16), metadata=None)
+    raw = bytearray((tmp_path / "zero.tif").read_bytes())
+    ifd = struct.unpack_from("<I", raw, 4)[0]
+    for i in range(struct.unpack_from("<H", raw, ifd)[0]):
+        if struct.unpack_from("<H", raw, ifd + 2 + 12 * i)[0] in (256, 257):  # ImageWidth, ImageLength
+            struct.pack_into("<H", raw, ifd + 2 + 12 * i + 8, 0)
+    (tmp_path / "zero.tif").write_bytes(bytes(raw))
+    with pytest.raises(DfcanError, match=r"zero\.tif"):
+        predict_file(_Upsample(), tmp_path / "zero.tif", tmp_path / "out.tif", scale=2, input_channels=1)
+    assert not (tmp_path / "out.tif").exists()
+
+
+def test_predict_file_float64_tiff_with_huge_values(tmp_path):
+    from dfcan_tf.predict import predict_file
+
+    img = np.random.default_rng(2).random((16, 16))
+    tifffile.imwrite(tmp_path / "small.tif", img)
+    tifffile.imwrite(tmp_path / "huge.tif", img * 1e300)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        predict_file(_Upsample(), tmp_path / "small.tif", tmp_path / "a.tif", scale=2, input_channels=1)
+        predict_file(_Upsample(), tmp_path / "huge.tif", tmp_path / "b.tif", scale=2, input_channels=1)
+    a, b = read_image(tmp_path / "a.tif")[0], read_image(tmp_path / "b.tif")[0]
+    assert a.shape == (1, 32, 32) and a.max() == 65535 and a.min() == 0
+    np.testing.assert_array_equal(a, b)
