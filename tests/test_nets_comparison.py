@@ -2,14 +2,13 @@
 a falling loss with the source paper's loss, ONNX/TFLite parity, and the documented full-size parameter counts.
 """
 
+import keras
 import numpy as np
 import pytest
 
-keras = pytest.importorskip("keras")
-
-from dfcan_tf import export as E  # noqa: E402
-from dfcan_tf.errors import DfcanError  # noqa: E402
-from dfcan_tf.nets import base, edsr, pix2pix, rcan, srcnn, unet  # noqa: E402
+from dfcan_tf import export as E
+from dfcan_tf.errors import DfcanError
+from dfcan_tf.nets import base, edsr, pix2pix, rcan, srcnn, unet
 
 MODULES = {"srcnn": srcnn, "edsr": edsr, "edsr_paper": edsr, "rcan": rcan, "rcan_small": rcan, "unet": unet,
            "scunet": unet, "pix2pix": pix2pix, "patchgan": pix2pix}

@@ -208,7 +208,10 @@ def classic_unet(x, depth: int, first: int, kernel: int, convs: int, prefix: str
 
 
 def build(config: UNetConfig | ScUNetConfig) -> keras.Model:
-    """Build the CARE U-Net (or scU-Net for a :class:`ScUNetConfig`): input ``(None, None, C_in)`` on the raw grid, output ``(N, s·H, s·W, 1)``."""
+    """Build the CARE U-Net (scU-Net for a :class:`ScUNetConfig`).
+
+    Input ``(None, None, C_in)`` on the raw grid, output ``(N, s·H, s·W, 1)``.
+    """
     if isinstance(config, ScUNetConfig):
         return build_scunet(config)
     c = config
