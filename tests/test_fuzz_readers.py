@@ -1,7 +1,7 @@
 """Fuzz the image readers: damaged TIFF and MRC files read right or raise DfcanError.
 
 Small valid files are written, then damaged with a fixed seed (truncated, bytes
-flipped, header fields overwritten, chunks zeroed). For every damaged file
+flipped, header fields overwritten, chunks zeroed, digits changed). For every damaged file
 :func:`dfcan_tf.io.read_image` must either
 
 * return exactly the original image, or
@@ -32,7 +32,8 @@ from dfcan_tf.errors import DfcanError
 from dfcan_tf.io import read_image, write_mrc, write_tiff
 
 SEED = 20240611
-CASES_PER_MUTATION = 9  # x 4 mutations x 9 originals = 324 damaged files
+CASES_PER_MUTATION = 9  # x 5 mutations x 9 originals = 405 damaged files
+MUTATIONS = ("truncate", "flip", "header", "zero", "digit")
 SUPPORTED = {np.dtype(t) for t in ("u1", "i1", "u2", "i2", "u4", "i4", "f2", "f4", "f8")}
 
 
@@ -117,6 +118,13 @@ def _mutate(raw: bytes, kind: str, name: str, rng: np.random.Generator) -> bytes
         off = int(rng.choice(offsets))
         struct.pack_into(f"{order}i", data, off, _random_int(rng))
         return bytes(data)
+    if kind == "digit":  # another number in a text field (ImageJ images=/slices=, the shaped JSON)
+        digits = [i for i, b in enumerate(data) if 48 <= b <= 57]
+        if digits:
+            data[int(rng.choice(digits))] = int(rng.integers(48, 58))
+        else:
+            data[int(rng.integers(0, len(data)))] ^= 0x10
+        return bytes(data)
     if kind == "zero":
         start = int(rng.integers(0, len(data)))
         length = int(rng.integers(1, 257))
@@ -149,8 +157,8 @@ def _tiff_claims(raw: bytes) -> dict:
             for i in range(n):
                 code, typ, count = struct.unpack_from(f"{order}HHI", raw, offset + 2 + 12 * i)
                 value = struct.unpack_from(f"{order}{'H' if typ == 3 else 'I'}", raw, offset + 2 + 12 * i + 8)[0]
-                if code in (256, 257, 258) and count == 1:
-                    claims[{256: "width", 257: "length", 258: "bits"}[code]] = value
+                if code in (256, 257, 258) and count == 1:  # a duplicated tag: the first counts
+                    claims.setdefault({256: "width", 257: "length", 258: "bits"}[code], value)
         claims["ifds"] += 1
         offset = struct.unpack_from(f"{order}I", raw, offset + 2 + 12 * n)[0]
     images = re.search(rb"ImageJ=[^\0]*?images=(\d+)", raw)
@@ -202,7 +210,7 @@ def test_damaged_files_read_right_or_raise_dfcan_error(tmp_path):
         arr, _ = read_image(path)  # the undamaged file reads as written
         np.testing.assert_array_equal(arr, expected)
         assert arr.dtype == expected.dtype
-        for kind in ("truncate", "flip", "header", "zero"):
+        for kind in MUTATIONS:
             for _ in range(CASES_PER_MUTATION):
                 case += 1
                 damaged = _mutate(raw, kind, name, rng)
@@ -231,7 +239,7 @@ def test_damaged_files_read_right_or_raise_dfcan_error(tmp_path):
                     outcomes["consistent"] += 1
     assert not failures, f"{len(failures)} of {case} damaged files:\n" + "\n".join(failures)
     # The damage must be real: most files are refused, some survive (damage to pixel data or unused tags).
-    assert case == 9 * 4 * CASES_PER_MUTATION
+    assert case == len(originals) * len(MUTATIONS) * CASES_PER_MUTATION
     assert outcomes["refused"] > case // 3, outcomes
     assert outcomes["identical"] + outcomes["consistent"] > 10, outcomes
 
