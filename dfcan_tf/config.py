@@ -132,7 +132,7 @@ class ModelConfig:
 
     def build(self):
         """Build the Keras model this configuration describes."""
-        from dfcan_tf.models import build_from_config
+        from dfcan_tf.nets.dfcan import build_from_config
 
         return build_from_config(self)
 
@@ -178,7 +178,7 @@ class DiscriminatorConfig:
         return cls(**_check_keys(cls, data, "discriminator"))
 
     def build(self):
-        from dfcan_tf.models import build_dfgan_discriminator
+        from dfcan_tf.nets.dfcan import build_dfgan_discriminator
 
         return build_dfgan_discriminator(
             (self.input_size, self.input_size, 1), widths=self.widths, head_width=self.head_width,
@@ -188,7 +188,7 @@ class DiscriminatorConfig:
 
 def save_json(path: str | os.PathLike, data: dict[str, Any]) -> None:
     """Write ``data`` as indented JSON, atomically."""
-    from dfcan_tf.io import atomic_path
+    from dfcan_tf.data.files import atomic_path
 
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")

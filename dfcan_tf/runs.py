@@ -24,8 +24,8 @@ import keras
 import numpy as np
 
 from dfcan_tf.config import ModelConfig, load_json, save_json
+from dfcan_tf.data.files import atomic_path
 from dfcan_tf.errors import DfcanError
-from dfcan_tf.io import atomic_path
 
 RUN_FORMAT = "dfcan_tf.run"
 RUN_VERSION = 1

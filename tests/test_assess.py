@@ -1,4 +1,4 @@
-"""dfcan_tf.assess: networks vs conventional SIM vs bicubic on a simulated test set, matrix CSV and plot."""
+"""dfcan_tf.evaluation.assess: networks vs conventional SIM vs bicubic on a simulated test set, matrix CSV and plot."""
 
 from __future__ import annotations
 
@@ -12,15 +12,23 @@ import matplotlib.image as mpimg
 import numpy as np
 import pytest
 
-from dfcan_tf.assess import BICUBIC, CONVENTIONAL, MATRIX_COLUMNS, RULES, assess, build_matrix, in_priority_region
-from dfcan_tf.assess_command import add_arguments, run_from_args
-from dfcan_tf.biosr import discover
+from dfcan_tf.cli.assess import add_arguments, run_from_args
+from dfcan_tf.cli.sim_reconstruct import reconstruct_file
 from dfcan_tf.config import ModelConfig
+from dfcan_tf.data.biosr import discover
+from dfcan_tf.data.simulate import simulate_dataset
 from dfcan_tf.errors import DfcanError
-from dfcan_tf.metrics import evaluate_pair
+from dfcan_tf.evaluation.assess import (
+    BICUBIC,
+    CONVENTIONAL,
+    MATRIX_COLUMNS,
+    RULES,
+    assess,
+    build_matrix,
+    in_priority_region,
+)
+from dfcan_tf.evaluation.metrics import evaluate_pair
 from dfcan_tf.runs import write_run
-from dfcan_tf.sim.command import reconstruct_file
-from dfcan_tf.simulate import simulate_dataset
 
 TINY = {"width": 8, "n_groups": 1, "n_blocks": 1, "size_psc": 16, "reduction": 4}
 SPECIMENS = ("CCPs", "Microtubules")

@@ -61,7 +61,7 @@ MIRRORED = textwrap.dedent("""
 
     from dfcan_tf import cli
     from dfcan_tf.config import ModelConfig, TrainConfig
-    from dfcan_tf.train import ArraySource, _train_dataset, make_strategy
+    from dfcan_tf.training.loop import ArraySource, _train_dataset, make_strategy
 
     npz, run = sys.argv[1], sys.argv[2]
     strategy = make_strategy("mirrored")

@@ -1,4 +1,4 @@
-"""dfcan_tf.evaluate: every (cell, level) of a simulated BioSR-layout test set, CSV and plots."""
+"""dfcan_tf.evaluation.evaluate: every (cell, level) of a simulated BioSR-layout test set, CSV and plots."""
 
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 
 from dfcan_tf import cli
-from dfcan_tf.biosr import discover
 from dfcan_tf.config import ModelConfig
+from dfcan_tf.data.biosr import discover
+from dfcan_tf.data.simulate import simulate_dataset
 from dfcan_tf.errors import DfcanError
-from dfcan_tf.evaluate import METRICS, bicubic_upsample, evaluate_run
-from dfcan_tf.metrics import evaluate_pair
-from dfcan_tf.predict import predict_image
+from dfcan_tf.evaluation.evaluate import METRICS, bicubic_upsample, evaluate_run
+from dfcan_tf.evaluation.metrics import evaluate_pair
+from dfcan_tf.inference.predict import predict_image
 from dfcan_tf.runs import load_run, write_run
-from dfcan_tf.simulate import simulate_dataset
 
 TINY = {"width": 8, "n_groups": 1, "n_blocks": 1, "size_psc": 16, "reduction": 4}
 
@@ -68,7 +68,7 @@ def test_evaluate_run_sisr_csv_summary_plots(dataset, runs, tmp_path):
     keys = {(r["specimen"], int(r["cell"]), int(r["level"]), r["method"]) for r in rows}
     assert keys == {(s, c, lv, m) for s in ("ER", "Microtubules") for c in (36, 37) for lv in (1, 2, 3)
                     for m in ("model", "bicubic")}
-    # The CSV holds the numbers dfcan_tf.metrics gives for the same prediction.
+    # The CSV holds the numbers dfcan_tf.evaluation.metrics gives for the same prediction.
     rec = next(r for r in discover(dataset) if r.specimen == "ER" and r.cell == 37 and r.level == 2)
     raw, gt = rec.load()
     pred = predict_image(load_run(runs["sisr"]).model, raw.sum(0), scale=2)

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from dfcan_tf import cli
-from dfcan_tf import export as E
 from dfcan_tf.config import ModelConfig
 from dfcan_tf.errors import DfcanError
+from dfcan_tf.export import run as E
 from dfcan_tf.runs import load_run, write_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -242,7 +242,7 @@ def test_count_flops_matches_tensorflow_profiler():
     frequencies the layer actually transforms."""
     import tensorflow as tf
 
-    from dfcan_tf.layers import _sample_plan
+    from dfcan_tf.nets.layers import _sample_plan
 
     cfg = ModelConfig.dfcan(1, 2, **TINY).replace(spectrum="dft")
     model = cfg.build()

@@ -2,7 +2,7 @@
 
 Small valid files are written, then damaged with a fixed seed (truncated, bytes
 flipped, header fields overwritten, chunks zeroed, digits changed). For every damaged file
-:func:`dfcan_tf.io.read_image` must either
+:func:`dfcan_tf.data.files.read_image` must either
 
 * return exactly the original image, or
 * return an image consistent with the file's own header, checked here by an
@@ -28,8 +28,8 @@ import numpy as np
 import pytest
 import tifffile
 
+from dfcan_tf.data.files import read_image, write_mrc, write_tiff
 from dfcan_tf.errors import DfcanError
-from dfcan_tf.io import read_image, write_mrc, write_tiff
 
 SEED = 20240611
 CASES_PER_MUTATION = 9  # x 5 mutations x 9 originals = 405 damaged files

@@ -11,8 +11,15 @@ import numpy as np
 import pytest
 import tifffile
 
+from dfcan_tf.data.files import (
+    read_image,
+    read_mrc,
+    read_mrc_header,
+    read_tiff,
+    write_mrc,
+    write_tiff,
+)
 from dfcan_tf.errors import DfcanError
-from dfcan_tf.io import read_image, read_mrc, read_mrc_header, read_tiff, write_mrc, write_tiff
 
 
 def _priism_file(path: Path, data: np.ndarray, *, order: str, mode: int, ext_bytes: int = 0,
@@ -324,7 +331,7 @@ class _Upsample:
 
 def test_predict_normalises_huge_floats_in_float64(tmp_path):
     """float64 up to 1e300 and float32 ±3e38 normalise like the same image at any scale, without warnings."""
-    from dfcan_tf.predict import predict_image
+    from dfcan_tf.inference.predict import predict_image
 
     img = np.random.default_rng(3).random((16, 16))
     expected = predict_image(_Upsample(), img, scale=2)
@@ -341,7 +348,7 @@ def test_predict_normalises_huge_floats_in_float64(tmp_path):
 
 @pytest.mark.parametrize("value", [0, 7])
 def test_predict_refuses_constant_image(tmp_path, value):
-    from dfcan_tf.predict import predict_file, predict_image
+    from dfcan_tf.inference.predict import predict_file, predict_image
 
     with pytest.raises(DfcanError, match=rf"blank\.tif: image is constant \(value {value}\); nothing to super-resolve"):
         predict_image(_Upsample(), np.full((16, 16), value, np.uint16), scale=2, name="blank.tif")
@@ -353,7 +360,7 @@ def test_predict_refuses_constant_image(tmp_path, value):
 
 
 def test_predict_refuses_empty_tiny_and_non_finite_images(tmp_path):
-    from dfcan_tf.predict import predict_file, predict_image
+    from dfcan_tf.inference.predict import predict_file, predict_image
 
     for shape, words in [((0, 0), "empty image"), ((0, 16, 16), "empty image"), ((16, 0), "empty image"),
                          ((3, 3), "too small"), ((16, 4), "too small")]:
@@ -377,7 +384,7 @@ def test_predict_refuses_empty_tiny_and_non_finite_images(tmp_path):
 
 
 def test_predict_file_float64_tiff_with_huge_values(tmp_path):
-    from dfcan_tf.predict import predict_file
+    from dfcan_tf.inference.predict import predict_file
 
     img = np.random.default_rng(2).random((16, 16))
     tifffile.imwrite(tmp_path / "small.tif", img)

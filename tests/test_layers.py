@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from dfcan_tf import layers as L
+from dfcan_tf.nets import layers as L
 
 
 @pytest.mark.parametrize("method", ["fft", "dft"])

@@ -1,4 +1,4 @@
-"""The training loss and the TF validation metrics against numpy / scikit-image / dfcan_tf.metrics."""
+"""The training loss and the TF validation metrics against numpy / scikit-image / dfcan_tf.evaluation.metrics."""
 
 import keras
 import numpy as np
@@ -7,7 +7,8 @@ import tensorflow as tf
 from scipy.ndimage import gaussian_filter
 from skimage.metrics import normalized_root_mse, peak_signal_noise_ratio
 
-from dfcan_tf import losses, metrics
+from dfcan_tf.evaluation import metrics
+from dfcan_tf.training import losses
 
 
 def _images(rng, n=3, size=48, channels=1):

@@ -1,4 +1,4 @@
-"""dfcan_tf.metrics against scikit-image / TensorFlow, and resolution estimates that track the blur."""
+"""dfcan_tf.evaluation.metrics against scikit-image / TensorFlow, and resolution estimates that track the blur."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 from scipy import ndimage as ndi
 from skimage import metrics as skm
 
-from dfcan_tf import metrics
 from dfcan_tf.errors import DfcanError
+from dfcan_tf.evaluation import metrics
 
 
 def _pair(shape=(96, 80), seed=0, scale=1.0):

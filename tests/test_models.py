@@ -10,7 +10,12 @@ import pytest
 
 from dfcan_tf.config import DiscriminatorConfig, ModelConfig
 from dfcan_tf.errors import DfcanError
-from dfcan_tf.models import build_dfcan, build_dfgan_discriminator, build_dfgan_generator, with_spectrum
+from dfcan_tf.nets.dfcan import (
+    build_dfcan,
+    build_dfgan_discriminator,
+    build_dfgan_generator,
+    with_spectrum,
+)
 
 # REFERENCE.md §2: exact parameter counts.
 DFCAN_PARAMS = {(1, 2): 1_930_753, (1, 3): 2_115_393, (9, 2): 1_935_361, (9, 3): 2_120_001}

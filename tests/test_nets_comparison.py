@@ -6,8 +6,8 @@ import keras
 import numpy as np
 import pytest
 
-from dfcan_tf import export as E
 from dfcan_tf.errors import DfcanError
+from dfcan_tf.export import run as E
 from dfcan_tf.nets import base, edsr, pix2pix, rcan, srcnn, unet
 
 MODULES = {"srcnn": srcnn, "edsr": edsr, "edsr_paper": edsr, "rcan": rcan, "rcan_small": rcan, "unet": unet,

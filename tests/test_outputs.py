@@ -21,9 +21,9 @@ import pytest
 
 from dfcan_tf import cli, safety
 from dfcan_tf.config import ModelConfig
-from dfcan_tf.io import write_tiff
+from dfcan_tf.data.files import write_tiff
+from dfcan_tf.data.simulate import simulate_dataset
 from dfcan_tf.runs import write_run
-from dfcan_tf.simulate import simulate_dataset
 
 TINY = {"width": 8, "n_groups": 1, "n_blocks": 1, "size_psc": 16, "reduction": 4}
 SIM_ARGS = ["--specimens", "Microtubules", "--cells", "1", "--levels", "1", "--size", "32", "--no-progress"]
@@ -153,7 +153,7 @@ def _no_network(monkeypatch, module):
 
 
 def test_evaluate_refuses_bad_outputs_before_any_work(dataset, run_dir, tmp_path, capsys, monkeypatch, read_only):
-    import dfcan_tf.evaluate as evaluate
+    import dfcan_tf.evaluation.evaluate as evaluate
 
     base = ["evaluate", str(run_dir), str(dataset), "--no-progress", "--no-resolution"]
     inputs = {"data": _tree(dataset), "run": _tree(run_dir)}
@@ -180,7 +180,7 @@ def test_evaluate_refuses_bad_outputs_before_any_work(dataset, run_dir, tmp_path
 
 
 def test_evaluate_output_name_taken_by_a_folder_and_rerun(dataset, run_dir, tmp_path, capsys, monkeypatch):
-    import dfcan_tf.evaluate as evaluate
+    import dfcan_tf.evaluation.evaluate as evaluate
 
     out = tmp_path / "eval"
     out.mkdir()  # an empty folder the user made is fine, and kept
@@ -236,7 +236,7 @@ def test_evaluate_reports_missing_records(dataset, run_dir, tmp_path, capsys):
 
 
 def test_predict_checks_outputs_before_the_network(run_dir, tmp_path, capsys, monkeypatch, read_only):
-    import dfcan_tf.predict as predict
+    import dfcan_tf.inference.predict as predict
 
     src = tmp_path / "in"
     write_tiff(src / "a.tif", np.random.default_rng(0).integers(0, 4000, (24, 24)).astype(np.uint16))
@@ -276,8 +276,8 @@ def test_predict_checks_outputs_before_the_network(run_dir, tmp_path, capsys, mo
 
 
 def test_demo_refuses_foreign_folders_and_reruns_into_its_own(run_dir, tmp_path, capsys, monkeypatch, read_only):
-    import dfcan_tf.demo as demo
-    import dfcan_tf.export as export
+    import dfcan_tf.cli.demo as demo
+    import dfcan_tf.export.run as export
 
     blocker = tmp_path / "file.txt"
     blocker.write_text("mine")
@@ -322,7 +322,7 @@ def test_benchmark_rejects_bad_thread_counts(threads, capsys):
 
 
 def test_sgemm_validates_before_tensorflow():
-    from dfcan_tf.benchmark import sgemm_gflops
+    from dfcan_tf.benchmark.timing import sgemm_gflops
     from dfcan_tf.errors import DfcanError
 
     for kwargs in ({"n": 0}, {"repeats": 0}, {"threads": -2}):

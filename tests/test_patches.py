@@ -15,11 +15,11 @@ import tifffile
 from scipy.ndimage import gaussian_filter
 
 from dfcan_tf.cli import main
+from dfcan_tf.data.files import write_mrc
+from dfcan_tf.data.patches import crop_pair, foreground_mask, make_patches, minmax
+from dfcan_tf.data.simulate import simulate_cell
 from dfcan_tf.errors import DfcanError
-from dfcan_tf.io import write_mrc
-from dfcan_tf.patches import crop_pair, foreground_mask, make_patches, minmax
 from dfcan_tf.safety import MARKER, read_marker
-from dfcan_tf.simulate import simulate_cell
 
 SIZE, PATCH = 64, 32
 
@@ -151,7 +151,7 @@ def test_no_patch_is_empty_background(tmp_path):
 
 
 def test_recipe_split_for_many_cells():
-    from dfcan_tf.patches import _split_cells
+    from dfcan_tf.data.patches import _split_cells
 
     train, val = _split_cells(list(range(1, 51)), None, None)
     assert val == [1, 2, 3, 4, 5] and train == list(range(6, 36))

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import tifffile
 
+from dfcan_tf.data.patches import make_patches
+from dfcan_tf.data.pipeline import list_patches, load_patch_arrays, make_dataset
+from dfcan_tf.data.simulate import simulate_dataset
 from dfcan_tf.errors import DfcanError
-from dfcan_tf.patches import make_patches
-from dfcan_tf.pipeline import list_patches, load_patch_arrays, make_dataset
-from dfcan_tf.simulate import simulate_dataset
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""dfcan_tf.predict: whole and tiled prediction, file handling, bad inputs through the CLI."""
+"""dfcan_tf.inference.predict: whole and tiled prediction, file handling, bad inputs through the CLI."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from scipy import ndimage as ndi
 
 from dfcan_tf import cli
 from dfcan_tf.config import ModelConfig
+from dfcan_tf.data.files import read_tiff, write_mrc, write_tiff
 from dfcan_tf.errors import DfcanError
-from dfcan_tf.io import read_tiff, write_mrc, write_tiff
-from dfcan_tf.metrics import nrmse
-from dfcan_tf.predict import (
+from dfcan_tf.evaluation.metrics import nrmse
+from dfcan_tf.inference.predict import (
     DEFAULT_OVERLAP,
     expand_inputs,
     predict_files,
@@ -259,7 +259,7 @@ def test_onnx_backend_matches_keras(sisr_run, tmp_path):
 def test_benchmark_predict_quick_prints_memory_and_time(capsys):
     import argparse
 
-    from dfcan_tf.predict import benchmark_predict
+    from dfcan_tf.inference.predict import benchmark_predict
 
     benchmark_predict(argparse.Namespace(quick=True, threads=2), sgemm=50.0)
     line = capsys.readouterr().out
@@ -282,7 +282,7 @@ def test_divide65535_runs_keep_the_raw_output(tmp_path):
 
 @pytest.mark.slow
 def test_full_size_2048_tiled_prediction_stays_under_stated_memory():
-    from dfcan_tf.predict import (
+    from dfcan_tf.inference.predict import (
         DEFAULT_TILE_SIZE,
         PEAK_MEMORY_2048_MB,
         measure_tiled_prediction,

@@ -8,20 +8,20 @@ import math
 import numpy as np
 import pytest
 
+from dfcan_tf.data.files import read_tiff, write_mrc
+from dfcan_tf.data.simulate import PAD_RAW, simulate_cell, simulate_dataset
 from dfcan_tf.errors import DfcanError
-from dfcan_tf.io import read_tiff, write_mrc
-from dfcan_tf.metrics import decorrelation_resolution, nrmse
+from dfcan_tf.evaluation.metrics import decorrelation_resolution, nrmse
 from dfcan_tf.sim import (
     SIMParameters,
     combine_bands,
+    command,
     estimate_parameters,
     parameters_from_simulation,
     reconstruct_linear,
     reconstruct_nonlinear,
     separate_bands,
 )
-from dfcan_tf.sim import command
-from dfcan_tf.simulate import PAD_RAW, simulate_cell, simulate_dataset
 
 OPTICS = dict(na=1.3, emission_nm=525.0)
 
@@ -77,7 +77,7 @@ def test_band_separation_identity(linear_cell, nonlinear_cell):
 
 
 def test_linear_beats_widefield(linear_cell):
-    from dfcan_tf.evaluate import bicubic_upsample
+    from dfcan_tf.evaluation.evaluate import bicubic_upsample
 
     p = linear_cell.params
     px = p["raw_pixel_nm"]

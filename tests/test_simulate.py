@@ -10,11 +10,17 @@ import numpy as np
 import pytest
 from skimage.metrics import peak_signal_noise_ratio
 
-from dfcan_tf.biosr import discover, parse_cells
 from dfcan_tf.cli import main
+from dfcan_tf.data.biosr import discover, parse_cells
+from dfcan_tf.data.files import read_mrc
+from dfcan_tf.data.simulate import (
+    SPECIMENS,
+    detection_cutoff,
+    pupil_otf,
+    simulate_cell,
+    simulate_dataset,
+)
 from dfcan_tf.errors import DfcanError
-from dfcan_tf.io import read_mrc
-from dfcan_tf.simulate import SPECIMENS, detection_cutoff, pupil_otf, simulate_cell, simulate_dataset
 
 RAW_NM = 62.6
 FC = detection_cutoff(1.3, 525.0)

@@ -1,4 +1,4 @@
-"""dfcan_tf.tiling: layouts, partition-of-unity blending, exact stitching of a local operator."""
+"""dfcan_tf.inference.tiling: layouts, partition-of-unity blending, exact stitching of a local operator."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from scipy import ndimage as ndi
 
 from dfcan_tf.errors import DfcanError
-from dfcan_tf.tiling import (
+from dfcan_tf.inference.tiling import (
     Stitcher,
     axis_tiles,
     blend_weights_1d,

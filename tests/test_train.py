@@ -13,9 +13,8 @@ from scipy.ndimage import gaussian_filter
 from dfcan_tf import cli
 from dfcan_tf.config import DiscriminatorConfig, ModelConfig, TrainConfig
 from dfcan_tf.errors import DfcanError
-from dfcan_tf.losses import image_nrmse
 from dfcan_tf.runs import load_run
-from dfcan_tf.train import (
+from dfcan_tf.training.loop import (
     DFGAN,
     ArraySource,
     DFCANTrainer,
@@ -23,6 +22,7 @@ from dfcan_tf.train import (
     train,
     training_flops,
 )
+from dfcan_tf.training.losses import image_nrmse
 
 
 def simulate_pairs(n, size, rng, scale=2, filaments=40, sigma_gt=1.0, sigma_lo=2.0, noise=0.01):
@@ -216,7 +216,7 @@ def test_resume_equals_uninterrupted(tmp_path, small_data, mode, uninterrupted):
 
 
 def test_ctrl_c_checkpoints_the_applied_step_and_resumes(tmp_path, small_data, monkeypatch, uninterrupted):
-    import dfcan_tf.train as train_module
+    import dfcan_tf.training.loop as train_module
 
     cfg = _tiny_cfg()
     full = uninterrupted["dfcan"]
@@ -279,7 +279,7 @@ def test_dfgan_starts_from_dfcan_checkpoint(tmp_path, small_data):
     cfg = _tiny_cfg("dfgan", steps=0 + 1, init_generator=str(dfcan.run_dir))
     keras.utils.set_random_seed(0)
     gan = build_trainer(cfg)
-    from dfcan_tf.train import _load_init_generator
+    from dfcan_tf.training.loop import _load_init_generator
 
     _load_init_generator(gan.generator, cfg.init_generator)
     ref = load_run(tmp_path / "dfcan", "best").model.get_weights()
@@ -370,7 +370,7 @@ def test_mixed_precision_step_runs(tmp_path, small_data):
 
 def _write_patch_folders(root, rng, n_train=6, n_val=2, size=16, frames=9):
     """A DL-SR patch folder (the layout dfcan patches writes) of simulated pairs, 16-bit TIFF."""
-    from dfcan_tf.io import write_tiff
+    from dfcan_tf.data.files import write_tiff
 
     for split, n in (("training", n_train), ("validate", n_val)):
         x, y = simulate_pairs(n, size, rng, filaments=10)
@@ -454,7 +454,7 @@ def test_hard_kill_then_resume_matches_uninterrupted(tmp_path, small_data):
 def test_benchmark_train_prints_rate_and_sgemm_fraction(capsys):
     import argparse
 
-    from dfcan_tf.train import benchmark_train
+    from dfcan_tf.training.loop import benchmark_train
 
     out = benchmark_train(argparse.Namespace(quick=True, threads=2), sgemm=100.0)
     text = capsys.readouterr().out

@@ -13,7 +13,7 @@ from dfcan_tf import cli
 from dfcan_tf.config import DiscriminatorConfig, ModelConfig, TrainConfig
 from dfcan_tf.errors import DfcanError
 from dfcan_tf.runs import load_run, write_config, write_run
-from dfcan_tf.train import LOCK_NAME, train
+from dfcan_tf.training.loop import LOCK_NAME, train
 
 TINY_NET = {"width": 8, "n_groups": 1, "n_blocks": 1, "size_psc": 16, "reduction": 4}
 TINY_FLAGS = ["--width", "8", "--n-groups", "1", "--n-blocks", "1", "--size-psc", "16", "--reduction", "4",
@@ -148,7 +148,7 @@ def test_non_finite_patch_in_folder_names_the_file(tmp_path, capsys):
 def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path, data, monkeypatch):
     import tensorflow as tf
 
-    from dfcan_tf.train import DFCANTrainer
+    from dfcan_tf.training.loop import DFCANTrainer
 
     original = DFCANTrainer.train_step
 
@@ -218,7 +218,7 @@ def _interrupted_run(tmp_path, data, monkeypatch, module_attr, fail_on):
 
 @pytest.mark.parametrize("where", ["before_history_write", "inside_validation"])
 def test_interrupted_validation_history_equals_uninterrupted(tmp_path, data, monkeypatch, full, where):
-    import dfcan_tf.train as train_module
+    import dfcan_tf.training.loop as train_module
 
     if where == "before_history_write":  # validation done, Ctrl-C before its row reached the disk
         target, fail_on = (train_module, "_write_history"), 2

@@ -1,1 +1,1 @@
-"""Comparison networks of the DFCAN paper (SRCNN, EDSR, RCAN, CARE U-Net, scU-Net, Pix2Pix) as Keras builders."""
+"""Networks: registered layers, one module per architecture family, and the registry that maps names to them."""

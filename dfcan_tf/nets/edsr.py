@@ -20,8 +20,8 @@ from typing import Any, ClassVar
 
 import keras
 
-from dfcan_tf.layers import PixelShuffle
 from dfcan_tf.nets.base import MAX_BLOCKS, NetConfig, conv, sr_input
+from dfcan_tf.nets.layers import PixelShuffle
 
 PAPER = {
     "authors": "Bee Lim, Sanghyun Son, Heewon Kim, Seungjun Nah, Kyoung Mu Lee",

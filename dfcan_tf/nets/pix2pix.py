@@ -29,7 +29,13 @@ from typing import Any, ClassVar
 
 import keras
 
-from dfcan_tf.nets.base import BicubicUpsample, CropLike, NetConfig, PadToMultiple, sr_input
+from dfcan_tf.nets.base import (
+    BicubicUpsample,
+    CropLike,
+    NetConfig,
+    PadToMultiple,
+    sr_input,
+)
 
 PAPER = {
     "authors": "Phillip Isola, Jun-Yan Zhu, Tinghui Zhou, Alexei A. Efros",

@@ -1,6 +1,6 @@
 """Conventional SIM reconstruction (numpy/scipy): linear SIM 2× and nonlinear SIM 3×.
 
-See :mod:`dfcan_tf.sim.reconstruct` for the method and :mod:`dfcan_tf.sim.command`
+See :mod:`dfcan_tf.sim.reconstruct` for the method and :mod:`dfcan_tf.cli.sim_reconstruct`
 for ``dfcan sim-reconstruct``.
 """
 

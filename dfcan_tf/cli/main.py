@@ -18,17 +18,17 @@ import sys
 
 # subcommand -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("dfcan_tf.demo", "run the end-to-end job on embedded defaults"),
-    "info": ("dfcan_tf.models", "build a model and print its summary and parameter count"),
-    "simulate": ("dfcan_tf.simulate", "simulate BioSR-like SIM data in BioSR's layout"),
-    "patches": ("dfcan_tf.patches", "cut training/validation patch pairs from BioSR-layout data"),
-    "train": ("dfcan_tf.train", "train DFCAN or DFGAN into a run folder"),
-    "sim-reconstruct": ("dfcan_tf.sim.command", "conventional SIM reconstruction (linear 2x, nonlinear 3x) of raw frames"),
-    "predict": ("dfcan_tf.predict", "super-resolve images with a run folder"),
-    "evaluate": ("dfcan_tf.evaluate", "evaluate a run folder on a BioSR-layout test set"),
-    "assess": ("dfcan_tf.assess_command", "assessment matrix: networks vs conventional SIM per specimen and signal level"),
-    "export": ("dfcan_tf.export", "export a run folder to ONNX, TFLite, SavedModel or bioimage.io"),
-    "benchmark": ("dfcan_tf.benchmark", "print speed figures (data, train, predict, sgemm)"),
+    "demo": ("dfcan_tf.cli.demo", "run the end-to-end job on embedded defaults"),
+    "info": ("dfcan_tf.nets.dfcan", "build a model and print its summary and parameter count"),
+    "simulate": ("dfcan_tf.data.simulate", "simulate BioSR-like SIM data in BioSR's layout"),
+    "patches": ("dfcan_tf.data.patches", "cut training/validation patch pairs from BioSR-layout data"),
+    "train": ("dfcan_tf.training.loop", "train DFCAN or DFGAN into a run folder"),
+    "sim-reconstruct": ("dfcan_tf.cli.sim_reconstruct", "conventional SIM reconstruction (linear 2x, nonlinear 3x) of raw frames"),
+    "predict": ("dfcan_tf.inference.predict", "super-resolve images with a run folder"),
+    "evaluate": ("dfcan_tf.evaluation.evaluate", "evaluate a run folder on a BioSR-layout test set"),
+    "assess": ("dfcan_tf.cli.assess", "assessment matrix: networks vs conventional SIM per specimen and signal level"),
+    "export": ("dfcan_tf.export.run", "export a run folder to ONNX, TFLite, SavedModel or bioimage.io"),
+    "benchmark": ("dfcan_tf.benchmark.timing", "print speed figures (data, train, predict, sgemm)"),
 }
 
 

@@ -21,7 +21,7 @@ import keras
 
 from dfcan_tf.config import DFCAN_DEFAULTS, DFGAN_GENERATOR_DEFAULTS, ModelConfig
 from dfcan_tf.errors import DfcanError
-from dfcan_tf.layers import GELU, FourierChannelAttention, PixelShuffle
+from dfcan_tf.nets.layers import GELU, FourierChannelAttention, PixelShuffle
 
 
 def _conv(filters: int, name: str, kernel_size: int = 3, **kwargs) -> keras.layers.Conv2D:

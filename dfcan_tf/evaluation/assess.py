@@ -1,12 +1,12 @@
 """The paper's assessment matrix: networks versus conventional SIM, ``dfcan assess RUN... DATA -o OUT``.
 
 For every (specimen, cell, signal level) of a BioSR-layout test set
-(:func:`dfcan_tf.biosr.discover`) three kinds of method are scored against
-GT-SIM with :func:`dfcan_tf.metrics.evaluate_pair` (per-image min-max
+(:func:`dfcan_tf.data.biosr.discover`) three kinds of method are scored against
+GT-SIM with :func:`dfcan_tf.evaluation.metrics.evaluate_pair` (per-image min-max
 normalisation):
 
 * every given run folder (method name: the folder's name), through
-  :func:`dfcan_tf.evaluate.evaluate_run`, so input, normalisation, tiling and
+  :func:`dfcan_tf.evaluation.evaluate.evaluate_run`, so input, normalisation, tiling and
   metrics are exactly those of ``dfcan evaluate``;
 * conventional SIM (``"conventional_sim"``): linear SIM on the 2× grid for a
   9-frame raw stack, nonlinear SIM on the 3× grid for a 25-frame one
@@ -204,7 +204,7 @@ def _rounded(v: float) -> float:
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]], columns: Sequence[str]) -> None:
-    from dfcan_tf.io import atomic_path
+    from dfcan_tf.data.files import atomic_path
 
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
@@ -230,7 +230,7 @@ def plot_matrix(matrix: list[dict[str, Any]], path: str | os.PathLike, networks:
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch
 
-    from dfcan_tf.io import atomic_path
+    from dfcan_tf.data.files import atomic_path
 
     path = Path(path)
     specimens = sorted({r["specimen"] for r in matrix})
@@ -329,8 +329,8 @@ def _conventional_rows(records: list, *, wiener: float, known: bool, resolution:
                        failures: list[tuple[str, str]]) -> list[dict[str, Any]]:
     from tqdm.auto import tqdm
 
-    from dfcan_tf.metrics import decorrelation_resolution, evaluate_pair
-    from dfcan_tf.sim.command import reconstruct_file
+    from dfcan_tf.cli.sim_reconstruct import reconstruct_file
+    from dfcan_tf.evaluation.metrics import decorrelation_resolution, evaluate_pair
 
     rows = []
     for rec in tqdm(records, desc="conventional SIM", unit="image", disable=not progress):
@@ -391,9 +391,9 @@ def assess(
     rule
         Priority-region rule, one of :data:`RULES` (see the module docstring).
     specimens, cells, levels
-        Selection (see :func:`dfcan_tf.biosr.discover`).
+        Selection (see :func:`dfcan_tf.data.biosr.discover`).
     which, backend, tile_size, overlap
-        Inference of the runs, as :func:`dfcan_tf.evaluate.evaluate_run`.
+        Inference of the runs, as :func:`dfcan_tf.evaluation.evaluate.evaluate_run`.
     resolution
         Also compute the decorrelation resolution (nm) of every method.
     wiener
@@ -419,9 +419,9 @@ def assess(
         may not be written (checked before any work), or a method that scored
         no record; nothing is written then.
     """
-    from dfcan_tf.biosr import discover
-    from dfcan_tf.evaluate import evaluate_run
-    from dfcan_tf.predict import DEFAULT_OVERLAP
+    from dfcan_tf.data.biosr import discover
+    from dfcan_tf.evaluation.evaluate import evaluate_run
+    from dfcan_tf.inference.predict import DEFAULT_OVERLAP
     from dfcan_tf.sim.reconstruct import DEFAULT_WIENER
 
     t0 = time.perf_counter()

@@ -11,7 +11,7 @@ Metrics
 -------
 MSE, NRMSE, PSNR and SSIM computed *per image* after per-image min-max
 normalisation (``(x − min) / (max − min + 1e-7)`` clipped to [0, 1]), exactly
-as :mod:`dfcan_tf.metrics` computes them in numpy for evaluation: NRMSE is
+as :mod:`dfcan_tf.evaluation.metrics` computes them in numpy for evaluation: NRMSE is
 ``sqrt(mse) / sqrt(mean(gt²))`` (scikit-image's "euclidean"), PSNR uses a data
 range of 1, SSIM the ``tf.image.ssim`` convention. The functions return one
 value per image (shape ``(N,)``); the registered :class:`keras.metrics.Metric`

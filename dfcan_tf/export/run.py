@@ -4,7 +4,7 @@ Every exporter follows the same contract:
 
 1. rebuild the run's network with the *portable* Fourier attention
    (``spectrum="dft"``, the sampled DFT as matrix products: see
-   :mod:`dfcan_tf.layers`) and the same weights;
+   :mod:`dfcan_tf.nets.layers`) and the same weights;
 2. convert it into a temporary file or folder next to the destination;
 3. run the artefact in its own runtime on a random batch and on a simulated,
    microscopy-like image at two sizes, one of them not a power of two, and
@@ -252,7 +252,7 @@ class _Source:
 
         def run(x: np.ndarray) -> np.ndarray:  # built only if a comparison fails
             if not built:
-                from dfcan_tf.models import with_spectrum
+                from dfcan_tf.nets.dfcan import with_spectrum
 
                 built.append(_compiled(with_spectrum(self.reference, self.run.model_config, "fft"), self.channels))
             return built[0](x)
@@ -271,7 +271,7 @@ def _open_run(run_dir: str | os.PathLike, which: str = "best") -> _Source:
     between (training still writing the run) would otherwise be recorded as
     the source of an artefact made from other weights.
     """
-    from dfcan_tf.models import with_spectrum
+    from dfcan_tf.nets.dfcan import with_spectrum
     from dfcan_tf.runs import load_run, weights_path
 
     candidate = _weights_file(run_dir, which)
@@ -1146,7 +1146,7 @@ def count_flops(config, height: int, width: int) -> dict[str, float]:
 
     Counted: every convolution (3×3 and 1×1, including the attention convs
     at ``size_psc²``) and the sampled-DFT matrix products of each Fourier
-    attention as :func:`dfcan_tf.layers._sampled_dft_spectrum` computes them:
+    attention as :func:`dfcan_tf.nets.layers._sampled_dft_spectrum` computes them:
     ``M_h = min(H, 2S)`` row frequencies (``S = size_psc``) and ``K`` distinct
     folded column frequencies; stage W ``(2K, W) × (W, C)`` per row, stage H
     ``(2·M_h, H) × (H, 2K·C)``. Not counted: bias adds, activations, the
@@ -1155,7 +1155,7 @@ def count_flops(config, height: int, width: int) -> dict[str, float]:
     """
     import tensorflow as tf
 
-    from dfcan_tf.layers import _sample_plan, folded_frequencies
+    from dfcan_tf.nets.layers import _sample_plan, folded_frequencies
 
     c = config
     hw = height * width
@@ -1259,7 +1259,7 @@ def benchmark_backends(args: argparse.Namespace, sgemm: float) -> list[dict[str,
 
 
 def _sgemm_now(threads: int) -> float:
-    from dfcan_tf.benchmark import sgemm_gflops
+    from dfcan_tf.benchmark.timing import sgemm_gflops
 
     return sgemm_gflops(repeats=2, threads=threads)
 

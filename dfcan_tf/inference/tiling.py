@@ -28,7 +28,7 @@ DFCAN's Fourier channel attention is *global* over its input (an FFT of the
 whole feature map and a global average pool), so a tile's channel weights
 depend on its whole content and tiled output can never equal whole-image
 output exactly; larger tiles see statistics closer to the whole image. The
-difference is measured in :mod:`dfcan_tf.predict`, which picks the defaults.
+difference is measured in :mod:`dfcan_tf.inference.predict`, which picks the defaults.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ trained here face the same problem as on BioSR:
 Everything runs on numpy/scipy FFTs on a field padded by a margin that is
 cropped away, so circular convolution never wraps structure across the edges.
 Files are written in BioSR's layout and Priism MRC flavour, so
-:func:`dfcan_tf.biosr.discover` and :func:`dfcan_tf.io.read_mrc` are the only
+:func:`dfcan_tf.data.biosr.discover` and :func:`dfcan_tf.data.files.read_mrc` are the only
 read path for simulated and real data alike.
 """
 
@@ -556,7 +556,7 @@ def write_cell(cell: SimulatedCell, cell_dir: str | os.PathLike) -> list[Path]:
     ``SIM_gt_b.mrc`` (gamma-0.6 overview); ER ``RawSIMData/`` and ``GTSIM/`` with
     one GT per level. Every cell also gets ``simulation.json``.
     """
-    from dfcan_tf.io import atomic_path, write_mrc
+    from dfcan_tf.data.files import atomic_path, write_mrc
 
     cell_dir = Path(cell_dir)
     p = cell.params
@@ -708,7 +708,7 @@ def simulate_dataset(
     """
     from tqdm import tqdm
 
-    from dfcan_tf.biosr import parse_cells
+    from dfcan_tf.data.biosr import parse_cells
 
     names = _resolve_specimens(specimens)
     if isinstance(cells, (int, np.integer)):

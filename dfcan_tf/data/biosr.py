@@ -14,7 +14,7 @@ BioSR (Qiao et al., 2021) is laid out per specimen and cell::
 :func:`discover` walks such a tree (real BioSR or the output of ``dfcan
 simulate``) and returns one :class:`BioSRRecord` per (cell, level) pair;
 :meth:`BioSRRecord.load` reads the raw stack and its GT through
-:func:`dfcan_tf.io.read_mrc`.
+:func:`dfcan_tf.data.files.read_mrc`.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dfcan_tf.data.files import read_mrc, read_mrc_header
 from dfcan_tf.errors import DfcanError
-from dfcan_tf.io import read_mrc, read_mrc_header
 
 _CELL_RE = re.compile(r"^cell_(\d+)$", re.IGNORECASE)
 _RAW_RE = re.compile(r"^RawSIMData_level_(\d+)\.mrc$", re.IGNORECASE)

@@ -1,6 +1,6 @@
 """``dfcan assess RUN... DATA -o OUT``: the assessment matrix of networks versus conventional SIM.
 
-See :mod:`dfcan_tf.assess` for what is computed and written.
+See :mod:`dfcan_tf.evaluation.assess` for what is computed and written.
 """
 
 from __future__ import annotations
@@ -8,12 +8,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from dfcan_tf.assess import RULE_TEXT, RULES, assess
+from dfcan_tf.evaluation.assess import RULE_TEXT, RULES, assess
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the arguments of ``dfcan assess`` to ``parser``."""
-    from dfcan_tf.predict import BACKENDS, DEFAULT_OVERLAP, parse_tile_size
+    from dfcan_tf.inference.predict import BACKENDS, DEFAULT_OVERLAP, parse_tile_size
     from dfcan_tf.sim.reconstruct import DEFAULT_WIENER
 
     parser.add_argument("runs", nargs="+", metavar="RUN", help="run folders (config.json + weights/); each is "

@@ -26,8 +26,9 @@ import numpy as np
 
 from dfcan_tf import safety
 from dfcan_tf.errors import DfcanError
+from dfcan_tf.shipped import DEFAULT_MODEL, SHIPPED_DIR, shipped_model
 
-DEFAULT_RUN = Path(__file__).resolve().parents[1] / "weights" / "dfcan_sisr_mt_x2"
+DEFAULT_RUN = SHIPPED_DIR / DEFAULT_MODEL
 
 
 def check_output(out: str | Path, run_dir: str | Path) -> None:
@@ -46,15 +47,15 @@ def check_output(out: str | Path, run_dir: str | Path) -> None:
 def run_demo(out_dir: str | Path = "demo_output", *, run_dir: str | Path = DEFAULT_RUN, cells: int = 2,
              size: int = 128, levels: int = 9, seed: int = 2026, progress: bool = True) -> dict:
     """Run the end-to-end demo into ``out_dir``; return the headline numbers."""
-    from dfcan_tf.evaluate import evaluate_run
-    from dfcan_tf.export import export_run, load_backend
-    from dfcan_tf.io import read_image, write_tiff
-    from dfcan_tf.predict import predict_files
+    from dfcan_tf.data.files import read_image, write_tiff
+    from dfcan_tf.data.simulate import RAW_PIXEL_NM, simulate_dataset
+    from dfcan_tf.evaluation.evaluate import evaluate_run
+    from dfcan_tf.export.run import export_run, load_backend
+    from dfcan_tf.inference.predict import predict_files
     from dfcan_tf.runs import load_run
-    from dfcan_tf.simulate import RAW_PIXEL_NM, simulate_dataset
 
     out = Path(out_dir)
-    run_dir = Path(run_dir)
+    run_dir = shipped_model() if Path(run_dir) == DEFAULT_RUN else Path(run_dir)
     if not (run_dir / "config.json").exists():
         raise DfcanError(f"{run_dir}: shipped run folder not found (expected config.json and weights/)")
     check_output(out, run_dir)

@@ -1,10 +1,10 @@
 """Evaluate a run folder on a BioSR-layout test set: ``dfcan evaluate RUN DATA``.
 
-For every (specimen, cell, signal level) found by :func:`dfcan_tf.biosr.discover`
+For every (specimen, cell, signal level) found by :func:`dfcan_tf.data.biosr.discover`
 the run's network super-resolves the raw data — the wide-field image (sum of the
 raw SIM frames) for a one-channel SISR model, the raw frames themselves for a
 SIM model — and the result is compared with the GT-SIM image using
-:func:`dfcan_tf.metrics.evaluate_pair` (per-image min-max normalisation, as the
+:func:`dfcan_tf.evaluation.metrics.evaluate_pair` (per-image min-max normalisation, as the
 reference). The same metrics are computed for the wide-field image upsampled
 bicubically, the baseline every network has to beat.
 
@@ -54,8 +54,8 @@ import numpy as np
 
 from dfcan_tf import safety
 from dfcan_tf.errors import DfcanError
-from dfcan_tf.metrics import decorrelation_resolution, evaluate_pair
-from dfcan_tf.predict import DEFAULT_OVERLAP, predict_image, resolve_run
+from dfcan_tf.evaluation.metrics import decorrelation_resolution, evaluate_pair
+from dfcan_tf.inference.predict import DEFAULT_OVERLAP, predict_image, resolve_run
 
 METRICS = ("mse", "nrmse", "psnr", "ssim", "ms_ssim", "resolution_nm")
 METHODS = ("model", "bicubic")
@@ -122,7 +122,7 @@ def _network_input(raw: np.ndarray, channels: int, path: Path) -> np.ndarray:
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> None:
-    from dfcan_tf.io import atomic_path
+    from dfcan_tf.data.files import atomic_path
 
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
@@ -158,7 +158,7 @@ def find_missing(records: list, *, cells: str | Iterable[int] | None = None,
     (within ``levels``). Returns rows with ``specimen``, ``cell``, ``level`` and
     ``missing_file`` (the raw stack when it is absent, else the GT).
     """
-    from dfcan_tf.biosr import parse_cells
+    from dfcan_tf.data.biosr import parse_cells
 
     keep_cells, keep_levels = parse_cells(cells), parse_cells(levels)
     folders: dict[str, Path] = {}
@@ -240,7 +240,7 @@ def _plot(path: Path, specimen: str, summary: list[dict[str, Any]], title: str) 
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    from dfcan_tf.io import atomic_path
+    from dfcan_tf.data.files import atomic_path
 
     rows = [r for r in summary if r["specimen"] == specimen]
     metrics = [m for m in METRICS if any(np.isfinite(r[f"{m}_mean"]) for r in rows)]
@@ -297,10 +297,10 @@ def evaluate_run(
     out_dir
         Where ``metrics.csv``, ``summary.csv`` and the plots go.
     specimens, cells, levels
-        Selection (see :func:`dfcan_tf.biosr.discover`); e.g. ``cells="36-50"``,
+        Selection (see :func:`dfcan_tf.data.biosr.discover`); e.g. ``cells="36-50"``,
         the public recipe's test cells.
     which, backend, tile_size, overlap
-        As :func:`dfcan_tf.predict.predict_files`.
+        As :func:`dfcan_tf.inference.predict.predict_files`.
     resolution
         Also compute the decorrelation resolution (nm) of model and bicubic outputs.
     save_predictions
@@ -324,8 +324,8 @@ def evaluate_run(
         written (checked before any work), or every record failed; nothing is
         written then.
     """
-    from dfcan_tf.biosr import discover
-    from dfcan_tf.io import read_mrc_header, write_tiff
+    from dfcan_tf.data.biosr import discover
+    from dfcan_tf.data.files import read_mrc_header, write_tiff
 
     t0 = time.perf_counter()
     records = discover(data_root, specimens=specimens, cells=cells, levels=levels)
@@ -419,7 +419,7 @@ def _umask() -> int:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from dfcan_tf.predict import BACKENDS, parse_tile_size
+    from dfcan_tf.inference.predict import BACKENDS, parse_tile_size
 
     parser.add_argument("run", help="run folder (config.json + weights/)")
     parser.add_argument("data", help="BioSR-layout test set (root or one specimen folder)")

@@ -27,7 +27,7 @@ offered, chosen by the layer argument ``spectrum``:
     and its cost grows as about ``H·W·min(W, 2S)`` instead of ``H·W·(H+W)``.
 
 Both produce the same weights layout, so a model can be rebuilt with the other
-formulation and given the same weights (see :func:`dfcan_tf.models.with_spectrum`).
+formulation and given the same weights (see :func:`dfcan_tf.nets.dfcan.with_spectrum`).
 """
 
 from __future__ import annotations

@@ -52,7 +52,7 @@ pixels overlap beyond (a 2048² image is a tile/image ratio of 4: about 0.9 %
 with the trained model, 1.7 % with the random one). Smaller tiles
 (``tile_size=256``) cut memory and time further at about twice the difference.
 The overlap only has to hide the zero padding of the convolutions (local halo
-:func:`dfcan_tf.tiling.dfcan_halo` = 35 px; the blending window discards the
+:func:`dfcan_tf.inference.tiling.dfcan_halo` = 35 px; the blending window discards the
 outer quarter of each overlap band).
 """
 
@@ -73,7 +73,7 @@ import numpy as np
 
 from dfcan_tf import safety
 from dfcan_tf.errors import DfcanError
-from dfcan_tf.tiling import predict_tiled, tile_specs
+from dfcan_tf.inference.tiling import predict_tiled, tile_specs
 
 DEFAULT_TILE_SIZE = 512
 DEFAULT_OVERLAP = 32
@@ -398,7 +398,7 @@ def resolve_run(run: Any, backend: str, which: str) -> tuple[Any, dict, int, int
     """Return ``(model, data config, scale, input channels)`` of a run folder or a loaded Run.
 
     ``backend="keras"`` loads the Keras network; ``"onnx"``, ``"tflite"`` and
-    ``"saved_model"`` ask :func:`dfcan_tf.export.load_backend` for a callable
+    ``"saved_model"`` ask :func:`dfcan_tf.export.run.load_backend` for a callable
     on the same run (it exports the run first when needed).
     """
     if backend not in BACKENDS:
@@ -417,7 +417,7 @@ def resolve_run(run: Any, backend: str, which: str) -> tuple[Any, dict, int, int
         return loaded.model, dict(loaded.data), loaded.scale, loaded.input_channels
     doc, model_config = runs.read_run_config(run)
     # Imported here: only non-Keras backends need the export machinery.
-    from dfcan_tf.export import load_backend
+    from dfcan_tf.export.run import load_backend
 
     return (load_backend(run, backend, which=which), dict(doc.get("data") or {}), model_config.scale,
             model_config.input_channels)
@@ -461,7 +461,7 @@ def predict_file(
     raw frames as one time point. The pixel size (file metadata, else the run's
     ``data.pixel_size_nm``) is divided by ``scale``.
     """
-    from dfcan_tf.io import read_image, write_tiff
+    from dfcan_tf.data.files import read_image, write_tiff
 
     path = Path(path)
     data = data or {}
@@ -523,7 +523,7 @@ def predict_files(
         Output folder; each output is ``<input stem>.tif``.
     backend
         ``"keras"`` (default), ``"onnx"``, ``"tflite"`` or ``"saved_model"``
-        (via :func:`dfcan_tf.export.load_backend`).
+        (via :func:`dfcan_tf.export.run.load_backend`).
     which
         ``"best"`` or ``"last"`` weights (Keras backend).
     tile_size, overlap, batch_size, remove_outliers

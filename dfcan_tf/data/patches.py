@@ -42,7 +42,7 @@ import numpy as np
 from scipy import ndimage
 
 from dfcan_tf import safety
-from dfcan_tf.biosr import BioSRRecord, discover, parse_cells
+from dfcan_tf.data.biosr import BioSRRecord, discover, parse_cells
 from dfcan_tf.errors import DfcanError
 
 COMMAND = "patches"
@@ -309,7 +309,7 @@ def make_patches(
     """
     from tqdm import tqdm
 
-    from dfcan_tf.io import read_mrc_header, write_tiff
+    from dfcan_tf.data.files import read_mrc_header, write_tiff
 
     for name, value, low in (("patch_size", patch_size, 8), ("n_train", n_train, 1), ("n_val", n_val, 0)):
         if not isinstance(value, (int, np.integer)) or value < low:

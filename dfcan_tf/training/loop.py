@@ -69,7 +69,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from dfcan_tf import losses
 from dfcan_tf.config import (
     STRATEGIES,
     DiscriminatorConfig,
@@ -78,9 +77,16 @@ from dfcan_tf.config import (
     load_json,
     save_json,
 )
+from dfcan_tf.data.files import atomic_path
 from dfcan_tf.errors import DfcanError
-from dfcan_tf.io import atomic_path
-from dfcan_tf.runs import load_weights_checked, read_run_config, save_weights, weights_path, write_config
+from dfcan_tf.runs import (
+    load_weights_checked,
+    read_run_config,
+    save_weights,
+    weights_path,
+    write_config,
+)
+from dfcan_tf.training import losses
 
 NORMALIZATIONS = ("minmax", "divide65535")
 # What may differ between the sessions of one run: how long, and on which devices.
@@ -225,15 +231,15 @@ def _load_npz(path: Path, normalization: str) -> tuple[ArraySource, ArraySource]
 
 
 class FolderSource(ArraySource):
-    """Patch pairs of a DL-SR patch folder (:mod:`dfcan_tf.pipeline` layout), read lazily per step.
+    """Patch pairs of a DL-SR patch folder (:mod:`dfcan_tf.data.pipeline` layout), read lazily per step.
 
     Same contract as :class:`ArraySource`; files are listed and decoded by
-    :func:`dfcan_tf.pipeline.list_patches` / :func:`~dfcan_tf.pipeline.load_pair`,
+    :func:`dfcan_tf.data.pipeline.list_patches` / :func:`~dfcan_tf.data.pipeline.load_pair`,
     which normalise each patch (min-max, or ÷65535).
     """
 
     def __init__(self, root: str | os.PathLike, split: str, task: str, *, normalization: str = "minmax"):
-        from dfcan_tf import pipeline
+        from dfcan_tf.data import pipeline
 
         _check_normalization(normalization)
         self.pairs = pipeline.list_patches(root, split, task)
@@ -248,7 +254,7 @@ class FolderSource(ArraySource):
         self.scale = scale
 
     def _load(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        from dfcan_tf.pipeline import load_pair
+        from dfcan_tf.data.pipeline import load_pair
 
         inputs, gt = self.pairs[i]
         x, y = load_pair(inputs, gt, normalize=self.normalization == "minmax")
@@ -921,7 +927,7 @@ def _fourier_attention_in_float32(network: keras.Model) -> None:
     dynamic range (gamma-compressed magnitudes summed over the patch) is what
     float32 is for; the convolutions around it stay in float16.
     """
-    from dfcan_tf.layers import FourierChannelAttention
+    from dfcan_tf.nets.layers import FourierChannelAttention
 
     for layer in network._flatten_layers(include_self=False, recursive=True):
         if isinstance(layer, FourierChannelAttention):

@@ -1,6 +1,6 @@
 """``dfcan sim-reconstruct DATA -o OUT``: conventional SIM reconstruction of raw SIM stacks.
 
-DATA is a BioSR-layout folder (every raw stack :func:`dfcan_tf.biosr.discover`
+DATA is a BioSR-layout folder (every raw stack :func:`dfcan_tf.data.biosr.discover`
 finds) or one or more MRC/TIFF raw stacks. A 9-frame stack is reconstructed
 as linear SIM on the 2× grid, a 25-frame stack as nonlinear SIM on the 3×
 grid (:mod:`dfcan_tf.sim.reconstruct`). For every stack OUT receives
@@ -47,7 +47,7 @@ FRAMES = {9: "linear", 25: "nonlinear"}
 
 def _jobs(data: list[Path], *, specimens, cells, levels) -> list[tuple[Path, Path]]:
     """(input stack, output name without suffix) for every stack to reconstruct."""
-    from dfcan_tf.biosr import discover
+    from dfcan_tf.data.biosr import discover
 
     if len(data) == 1 and data[0].is_dir():
         folder = data[0]
@@ -87,7 +87,7 @@ def reconstruct_file(path: str | os.PathLike, *, pixel_nm: float | None = None, 
     DfcanError
         Naming the file: unreadable, not 9 or 25 frames, or frames too small.
     """
-    from dfcan_tf.io import read_image
+    from dfcan_tf.data.files import read_image
 
     path = Path(path)
     frames, meta = read_image(path)
@@ -162,7 +162,7 @@ def _load_params(path: str | None) -> SIMParameters | None:
 def run_from_args(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from dfcan_tf.io import write_tiff
+    from dfcan_tf.data.files import write_tiff
 
     for flag, v in (("--na", args.na), ("--wiener", args.wiener), ("--pixel-nm", args.pixel_nm),
                     ("--emission-nm", args.emission_nm)):

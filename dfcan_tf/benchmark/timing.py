@@ -5,10 +5,10 @@ matrix-multiply rate (:func:`sgemm_gflops`), so results from different machines
 compare as fractions of what the hardware does on the best-case kernel.
 
 Kinds: ``sgemm`` (the reference rate), ``data`` (input pipeline, patches/s;
-:func:`dfcan_tf.pipeline.benchmark_data`), ``train`` (steps/s at the paper's
-size; :func:`dfcan_tf.train.benchmark_train`), ``predict`` (tiled-prediction
-memory, :func:`dfcan_tf.predict.benchmark_predict`, and per-backend inference
-speed, :func:`dfcan_tf.export.benchmark_backends`), ``all``.
+:func:`dfcan_tf.data.pipeline.benchmark_data`), ``train`` (steps/s at the paper's
+size; :func:`dfcan_tf.training.loop.benchmark_train`), ``predict`` (tiled-prediction
+memory, :func:`dfcan_tf.inference.predict.benchmark_predict`, and per-backend inference
+speed, :func:`dfcan_tf.export.run.benchmark_backends`), ``all``.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ import numpy as np
 from dfcan_tf.errors import DfcanError
 
 KINDS: dict[str, list[tuple[str, str]]] = {
-    "data": [("dfcan_tf.pipeline", "benchmark_data")],
-    "train": [("dfcan_tf.train", "benchmark_train")],
-    "predict": [("dfcan_tf.predict", "benchmark_predict"), ("dfcan_tf.export", "benchmark_backends")],
+    "data": [("dfcan_tf.data.pipeline", "benchmark_data")],
+    "train": [("dfcan_tf.training.loop", "benchmark_train")],
+    "predict": [("dfcan_tf.inference.predict", "benchmark_predict"), ("dfcan_tf.export.run", "benchmark_backends")],
 }
 
 

@@ -1,6 +1,6 @@
 """The input pipeline: (input, GT) batches from DL-SR patch folders, as ``tf.data``.
 
-Reads the folders :func:`dfcan_tf.patches.make_patches` writes (the layout of
+Reads the folders :func:`dfcan_tf.data.patches.make_patches` writes (the layout of
 the authors' DL-SR code)::
 
     <root>/training/<id>/01.tif .. NN.tif   raw SIM frames  -> SIM input (h, w, NN)
@@ -279,8 +279,8 @@ def benchmark_data(args: argparse.Namespace, sgemm: float) -> dict:
     """
     import tempfile
 
-    from dfcan_tf.patches import make_patches
-    from dfcan_tf.simulate import simulate_dataset
+    from dfcan_tf.data.patches import make_patches
+    from dfcan_tf.data.simulate import simulate_dataset
 
     quick = bool(getattr(args, "quick", False))
     threads = getattr(args, "threads", None)

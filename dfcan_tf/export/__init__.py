@@ -1,0 +1,1 @@
+"""Export: one module per format (ONNX, TFLite, SavedModel, bioimage.io), each verified against Keras."""

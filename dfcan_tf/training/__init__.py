@@ -1,0 +1,1 @@
+"""Training: data sources, trainers (plain and adversarial), the loop, its LR schedule, checkpoints, distribution."""
