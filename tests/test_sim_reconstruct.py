@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 
+from dfcan_tf.cli import sim_reconstruct as command
 from dfcan_tf.data.files import read_tiff, write_mrc
 from dfcan_tf.data.simulate import PAD_RAW, simulate_cell, simulate_dataset
 from dfcan_tf.errors import DfcanError
@@ -15,7 +16,6 @@ from dfcan_tf.evaluation.metrics import decorrelation_resolution, nrmse
 from dfcan_tf.sim import (
     SIMParameters,
     combine_bands,
-    command,
     estimate_parameters,
     parameters_from_simulation,
     reconstruct_linear,
