@@ -23,12 +23,15 @@ from typing import Any
 import keras
 import numpy as np
 
-from dfcan_tf.config import ModelConfig, load_json, save_json
+from dfcan_tf.config import load_json, save_json
 from dfcan_tf.data.files import atomic_path
 from dfcan_tf.errors import DfcanError
+from dfcan_tf.nets import registry
+from dfcan_tf.nets.base import NetConfig
 
 RUN_FORMAT = "dfcan_tf.run"
-RUN_VERSION = 1
+RUN_VERSION = 2
+READABLE_RUN_VERSIONS = (1, 2)
 WEIGHTS = ("best", "last")
 
 
@@ -38,7 +41,7 @@ class Run:
 
     path: Path
     config: dict[str, Any]
-    model_config: ModelConfig
+    model_config: NetConfig
     model: keras.Model
     which: str = "best"
 
@@ -69,7 +72,7 @@ def save_weights(model: keras.Model, path: str | os.PathLike) -> None:
         model.save_weights(tmp)
 
 
-def write_config(run_dir: str | os.PathLike, model_config: ModelConfig, *, train: dict | None = None,
+def write_config(run_dir: str | os.PathLike, model_config: NetConfig, *, train: dict | None = None,
                  data: dict | None = None, extra: dict | None = None) -> Path:
     """Write ``config.json`` of a run folder (atomically) and return its path."""
     path = Path(run_dir) / "config.json"
@@ -79,7 +82,7 @@ def write_config(run_dir: str | os.PathLike, model_config: ModelConfig, *, train
     return path
 
 
-def write_run(run_dir: str | os.PathLike, model: keras.Model, model_config: ModelConfig, *,
+def write_run(run_dir: str | os.PathLike, model: keras.Model, model_config: NetConfig, *,
               train: dict | None = None, data: dict | None = None, which: tuple[str, ...] = WEIGHTS) -> Path:
     """Write a run folder holding ``model``'s weights under ``which`` and its ``config.json``."""
     run_dir = Path(run_dir)
@@ -89,8 +92,8 @@ def write_run(run_dir: str | os.PathLike, model: keras.Model, model_config: Mode
     return run_dir
 
 
-def read_run_config(run_dir: str | os.PathLike) -> tuple[dict[str, Any], ModelConfig]:
-    """Read and validate ``config.json``; return the document and its :class:`ModelConfig`."""
+def read_run_config(run_dir: str | os.PathLike) -> tuple[dict[str, Any], NetConfig]:
+    """Read and validate ``config.json`` (migrated to the current version); return it and its network config."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise DfcanError(f"{run_dir}: run folder not found")
@@ -98,15 +101,40 @@ def read_run_config(run_dir: str | os.PathLike) -> tuple[dict[str, Any], ModelCo
     doc = load_json(path)
     if doc.get("format") != RUN_FORMAT:
         raise DfcanError(f"{path}: not a dfcan_tf run configuration (format={doc.get('format')!r})")
-    if doc.get("version") != RUN_VERSION:
-        raise DfcanError(f"{path}: run version {doc.get('version')!r} is not supported (expected {RUN_VERSION})")
+    if doc.get("version") not in READABLE_RUN_VERSIONS:
+        raise DfcanError(f"{path}: run version {doc.get('version')!r} is not supported "
+                         f"(this dfcan_tf reads {READABLE_RUN_VERSIONS})")
+    doc = migrate_run_config(doc)
     try:
-        model_config = ModelConfig.from_dict(doc.get("model"))
+        model_config = registry.config_from_dict(doc.get("model"))
     except DfcanError as exc:
         raise DfcanError(f"{path}: {exc}") from None
     except TypeError as exc:
         raise DfcanError(f"{path}: bad model configuration ({exc})") from None
     return doc, model_config
+
+
+def migrate_run_config(doc: dict[str, Any]) -> dict[str, Any]:
+    """A run document in the current version (the file on disk is not touched).
+
+    Version 1 stored a ``version`` inside the model section and the adversarial
+    training fields in every run; version 2 tags the model by ``architecture``
+    only and keeps the adversarial fields for adversarial runs.
+    """
+    doc = dict(doc)
+    if doc.get("version") == 1:
+        model = dict(doc.get("model") or {})
+        model.pop("version", None)
+        doc["model"] = model
+        train = dict(doc.get("train") or {})
+        if train.get("mode", "dfcan") == "dfcan":
+            for name in ("discriminator", "d_lr", "g_updates", "adversarial_weight", "init_generator"):
+                train.pop(name, None)
+        if train:
+            train["version"] = 2
+        doc["train"] = train
+        doc["version"] = RUN_VERSION
+    return doc
 
 
 def load_run(run_dir: str | os.PathLike, which: str = "best", *, spectrum: str | None = None) -> Run:
@@ -123,7 +151,7 @@ def load_run(run_dir: str | os.PathLike, which: str = "best", *, spectrum: str |
     """
     run_dir = Path(run_dir)
     doc, model_config = read_run_config(run_dir)
-    if spectrum is not None:
+    if spectrum is not None and hasattr(model_config, "spectrum"):
         model_config = model_config.replace(spectrum=spectrum)
     path = weights_path(run_dir, which)
     if not path.exists():
@@ -131,16 +159,14 @@ def load_run(run_dir: str | os.PathLike, which: str = "best", *, spectrum: str |
         if not other.exists():
             raise DfcanError(f"{run_dir}: no weights found (expected {path.relative_to(run_dir)})")
         path, which = other, other.name.split(".")[0]
-    model = model_config.build()
+    model = registry.build(model_config)
     load_weights_checked(model, path, f"the {_describe(model_config)} described by {run_dir / 'config.json'}")
     return Run(path=run_dir, config=doc, model_config=model_config, model=model, which=which)
 
 
-def _describe(model_config: ModelConfig) -> str:
+def _describe(model_config: NetConfig) -> str:
     """One-line architecture summary, e.g. ``dfcan (1 input channel(s), x2, width 64, ...)``."""
-    c = model_config
-    return (f"{c.architecture} ({c.input_channels} input channel(s), x{c.scale}, width {c.width}, "
-            f"{c.n_groups} groups x {c.n_blocks} blocks, size_psc {c.size_psc}, reduction {c.reduction})")
+    return registry.describe(model_config)
 
 
 def _short_reason(exc: BaseException) -> str:

@@ -14,7 +14,6 @@ import pytest
 
 from dfcan_tf.cli.assess import add_arguments, run_from_args
 from dfcan_tf.cli.sim_reconstruct import reconstruct_file
-from dfcan_tf.config import ModelConfig
 from dfcan_tf.data.biosr import discover
 from dfcan_tf.data.simulate import simulate_dataset
 from dfcan_tf.errors import DfcanError
@@ -28,6 +27,8 @@ from dfcan_tf.evaluation.assess import (
     in_priority_region,
 )
 from dfcan_tf.evaluation.metrics import evaluate_pair
+from dfcan_tf.nets import registry
+from dfcan_tf.nets.dfcan import DFCANConfig
 from dfcan_tf.runs import write_run
 
 TINY = {"width": 8, "n_groups": 1, "n_blocks": 1, "size_psc": 16, "reduction": 4}
@@ -39,8 +40,8 @@ N_RECORDS = len(SPECIMENS) * len(CELLS) * len(LEVELS)
 
 def _run(path: Path, channels: int, scale: int = 2, seed: int = 7) -> Path:
     keras.utils.set_random_seed(seed)
-    cfg = ModelConfig.dfcan(channels, scale, **TINY)
-    return write_run(path, cfg.build(), cfg, data={"input_channels": channels, "scale": scale,
+    cfg = DFCANConfig.dfcan(channels, scale, **TINY)
+    return write_run(path, registry.build(cfg), cfg, data={"input_channels": channels, "scale": scale,
                                                    "normalization": "minmax", "pixel_size_nm": 62.6})
 
 

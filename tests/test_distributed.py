@@ -60,7 +60,8 @@ MIRRORED = textwrap.dedent("""
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
     from dfcan_tf import cli
-    from dfcan_tf.config import ModelConfig, TrainConfig
+    from dfcan_tf.nets.dfcan import DFCANConfig
+    from dfcan_tf.training.config import TrainConfig
     from dfcan_tf.training.loop import ArraySource, _train_dataset, make_strategy
 
     npz, run = sys.argv[1], sys.argv[2]
@@ -70,7 +71,7 @@ MIRRORED = textwrap.dedent("""
     # The global batch of a step is split across the replicas, row blocks in replica order.
     with np.load(npz) as f:
         src = ArraySource(f["x_train"], f["y_train"])
-    cfg = TrainConfig.dfcan(ModelConfig.dfcan(1, 2, width=8, n_groups=1, n_blocks=1, size_psc=16, reduction=4),
+    cfg = TrainConfig.dfcan(DFCANConfig.dfcan(1, 2, width=8, n_groups=1, n_blocks=1, size_psc=16, reduction=4),
                             patch_size=16, batch_size=4, steps=3)
     x, y = next(iter(_train_dataset(src, cfg, 1, strategy)))
     parts = strategy.experimental_local_results(x)

@@ -11,13 +11,14 @@ import numpy as np
 import pytest
 
 from dfcan_tf import cli
-from dfcan_tf.config import ModelConfig
 from dfcan_tf.data.biosr import discover
 from dfcan_tf.data.simulate import simulate_dataset
 from dfcan_tf.errors import DfcanError
 from dfcan_tf.evaluation.evaluate import METRICS, bicubic_upsample, evaluate_run
 from dfcan_tf.evaluation.metrics import evaluate_pair
 from dfcan_tf.inference.predict import predict_image
+from dfcan_tf.nets import registry
+from dfcan_tf.nets.dfcan import DFCANConfig
 from dfcan_tf.runs import load_run, write_run
 
 TINY = {"width": 8, "n_groups": 1, "n_blocks": 1, "size_psc": 16, "reduction": 4}
@@ -25,8 +26,8 @@ TINY = {"width": 8, "n_groups": 1, "n_blocks": 1, "size_psc": 16, "reduction": 4
 
 def _run(path: Path, channels: int, scale: int = 2) -> Path:
     keras.utils.set_random_seed(7)
-    cfg = ModelConfig.dfcan(channels, scale, **TINY)
-    return write_run(path, cfg.build(), cfg, data={"input_channels": channels, "scale": scale,
+    cfg = DFCANConfig.dfcan(channels, scale, **TINY)
+    return write_run(path, registry.build(cfg), cfg, data={"input_channels": channels, "scale": scale,
                                                    "normalization": "minmax", "pixel_size_nm": 62.6})
 
 

@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 
 from dfcan_tf import cli
-from dfcan_tf.config import ModelConfig
 from dfcan_tf.errors import DfcanError
 from dfcan_tf.export import run as E
+from dfcan_tf.nets import registry
+from dfcan_tf.nets.dfcan import DFCANConfig
 from dfcan_tf.runs import load_run, write_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,18 +24,18 @@ SIZES = (32, 45)  # 45: not a power of two; both above size_psc, so the spectrum
 TOL = 1e-4
 
 CASES = {
-    "dfcan_sisr": ModelConfig.dfcan(1, 2, **TINY),
-    "dfcan_sim": ModelConfig.dfcan(9, 2, **TINY),
-    "dfgan_sisr": ModelConfig.dfgan_generator(1, 2, **TINY),
-    "dfgan_sim": ModelConfig.dfgan_generator(9, 2, **TINY),
+    "dfcan_sisr": DFCANConfig.dfcan(1, 2, **TINY),
+    "dfcan_sim": DFCANConfig.dfcan(9, 2, **TINY),
+    "dfgan_sisr": DFCANConfig.dfgan_generator(1, 2, **TINY),
+    "dfgan_sim": DFCANConfig.dfgan_generator(9, 2, **TINY),
 }
 
 
-def _make_run(path: Path, cfg: ModelConfig, seed: int = 0, perturb: float = 0.2) -> Path:
+def _make_run(path: Path, cfg: DFCANConfig, seed: int = 0, perturb: float = 0.2) -> Path:
     import keras
 
     keras.utils.set_random_seed(seed)
-    model = cfg.build()
+    model = registry.build(cfg)
     # Tiny nets: larger weights than the default init, so the Fourier branch visibly moves the
     # output (in a full-size net this would overflow float32; keep perturb=0 there).
     rng = np.random.default_rng(seed)
@@ -244,8 +245,8 @@ def test_count_flops_matches_tensorflow_profiler():
 
     from dfcan_tf.nets.layers import _sample_plan
 
-    cfg = ModelConfig.dfcan(1, 2, **TINY).replace(spectrum="dft")
-    model = cfg.build()
+    cfg = DFCANConfig.dfcan(1, 2, **TINY).replace(spectrum="dft")
+    model = registry.build(cfg)
     h, w = 40, 45
     fn = tf.function(lambda x: model(x, training=False))
     graph = fn.get_concrete_function(tf.TensorSpec((1, h, w, 1), tf.float32)).graph
@@ -260,7 +261,7 @@ def test_count_flops_matches_tensorflow_profiler():
     m_h = min(h, 2 * cfg.size_psc)
     per_block = 2 * cfg.width * h * w * 2 * k + 2 * cfg.width * 2 * m_h * h * 2 * k
     assert flops["dft"] == cfg.n_groups * cfg.n_blocks * per_block
-    full = E.count_flops(ModelConfig.dfcan(1, 2), 502, 502)  # the paper's DFCAN at 502²: 130 of 256 folded
+    full = E.count_flops(DFCANConfig.dfcan(1, 2), 502, 502)  # the paper's DFCAN at 502²: 130 of 256 folded
     assert 955e9 < full["total"] < 965e9
 
 
@@ -277,7 +278,7 @@ def test_benchmark_backends_quick(capsys):
 @pytest.mark.slow
 def test_full_size_dfcan_exports_match_at_502(tmp_path):
     """The paper's DFCAN (random weights): ONNX and TFLite match Keras up to the authors' 502×502 input."""
-    cfg = ModelConfig.dfcan(1, 2)
+    cfg = DFCANConfig.dfcan(1, 2)
     run_dir = _make_run(tmp_path / "run", cfg, perturb=0.0)
     onnx_result = E.export_run(run_dir, tmp_path / "m.onnx", "onnx", sizes=(96, 257))
     tflite_result = E.export_run(run_dir, tmp_path / "m.tflite", "tflite", sizes=(128, 502))
@@ -484,7 +485,7 @@ def test_nan_weights_are_not_exported(own_run, tmp_path, capsys):
     import keras
 
     cfg = CASES["dfcan_sisr"]
-    model = cfg.build()
+    model = registry.build(cfg)
     model.load_weights(own_run / "weights" / "best.weights.h5")
     weights = model.get_weights()
     weights[0][0, 0, 0, 0] = np.nan

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from dfcan_tf import cli
-from dfcan_tf.config import ModelConfig
+from dfcan_tf.nets import registry
+from dfcan_tf.nets.dfcan import DFCANConfig
 from dfcan_tf.runs import load_run, write_run
 
 TINY = {"width": 8, "n_groups": 1, "n_blocks": 1, "size_psc": 16, "reduction": 4}
@@ -19,8 +20,8 @@ def sim_run(tmp_path_factory):
     import keras
 
     keras.utils.set_random_seed(5)
-    cfg = ModelConfig.dfgan_generator(9, 2, **TINY)
-    return write_run(tmp_path_factory.mktemp("bio") / "run", cfg.build(), cfg,
+    cfg = DFCANConfig.dfgan_generator(9, 2, **TINY)
+    return write_run(tmp_path_factory.mktemp("bio") / "run", registry.build(cfg), cfg,
                      train={"steps": 10, "batch_size": 2},
                      data={"task": "sim", "normalization": "minmax", "pixel_size_nm": 62.6})
 

@@ -11,14 +11,15 @@ import pytest
 import tensorflow as tf
 import tf2onnx
 
-from dfcan_tf.config import ModelConfig
+from dfcan_tf.nets import registry
+from dfcan_tf.nets.dfcan import DFCANConfig
 
 
 @pytest.fixture(scope="module")
 def onnx_pair():
-    cfg = ModelConfig.dfcan(1, 2, width=8, n_groups=1, n_blocks=2, size_psc=16, reduction=4)
-    keras_model = cfg.build()
-    portable = cfg.replace(spectrum="dft").build()
+    cfg = DFCANConfig.dfcan(1, 2, width=8, n_groups=1, n_blocks=2, size_psc=16, reduction=4)
+    keras_model = registry.build(cfg)
+    portable = registry.build(cfg.replace(spectrum="dft"))
     portable.set_weights(keras_model.get_weights())
     spec = (tf.TensorSpec((None, None, None, 1), tf.float32, name="input"),)
     fn = tf.function(lambda x: portable(x, training=False))

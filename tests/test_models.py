@@ -8,13 +8,18 @@ import keras
 import numpy as np
 import pytest
 
-from dfcan_tf.config import DiscriminatorConfig, ModelConfig
 from dfcan_tf.errors import DfcanError
+from dfcan_tf.nets import registry
 from dfcan_tf.nets.dfcan import (
+    DFCANConfig,
     build_dfcan,
-    build_dfgan_discriminator,
     build_dfgan_generator,
     with_spectrum,
+)
+from dfcan_tf.nets.discriminators import (
+    DiscriminatorConfig,
+    build_dfgan_discriminator,
+    build_discriminator,
 )
 
 # REFERENCE.md §2: exact parameter counts.
@@ -64,19 +69,19 @@ def test_weights_follow_data_flow(tiny_kwargs):
 
 
 def test_config_json_round_trip_rebuilds_same_model(tmp_path, tiny_kwargs, rng):
-    cfg = ModelConfig.dfcan(9, 3, **tiny_kwargs)
+    cfg = DFCANConfig.dfcan(9, 3, **tiny_kwargs)
     path = tmp_path / "model.json"
     path.write_text(json.dumps(cfg.to_dict()))
-    again = ModelConfig.from_dict(json.loads(path.read_text()))
+    again = DFCANConfig.from_dict(json.loads(path.read_text()))
     assert again == cfg
-    a, b = cfg.build(), again.build()
+    a, b = registry.build(cfg), registry.build(again)
     b.set_weights(a.get_weights())
     x = rng.random((1, 20, 24, 9), dtype=np.float32)
     np.testing.assert_array_equal(a(x).numpy(), b(x).numpy())
     assert a.count_params() == b.count_params()
     d = DiscriminatorConfig(input_size=64)
     assert DiscriminatorConfig.from_dict(json.loads(json.dumps(d.to_dict()))) == d
-    assert d.build().count_params() == 4_852_481
+    assert build_discriminator(d).count_params() == 4_852_481
 
 
 @pytest.mark.parametrize("bad,needle", [
@@ -88,9 +93,9 @@ def test_config_json_round_trip_rebuilds_same_model(tmp_path, tiny_kwargs, rng):
 ])
 def test_config_validation_names_the_value(bad, needle):
     with pytest.raises(DfcanError, match=re.escape(needle)):
-        ModelConfig.dfcan(**bad)
-    with pytest.raises(DfcanError, match="unknown model configuration keys"):
-        ModelConfig.from_dict({"architecture": "dfcan", "widht": 3})
+        DFCANConfig.dfcan(**bad)
+    with pytest.raises(DfcanError, match="unknown DFCANConfig keys"):
+        DFCANConfig.from_dict({"architecture": "dfcan", "widht": 3})
 
 
 def test_save_load_round_trip_safe_mode(tmp_path, tiny_kwargs, rng):
@@ -106,8 +111,8 @@ def test_save_load_round_trip_safe_mode(tmp_path, tiny_kwargs, rng):
 
 
 def test_with_spectrum_keeps_outputs(tiny_kwargs, rng):
-    cfg = ModelConfig.dfcan(1, 2, **tiny_kwargs)
-    model = cfg.build()
+    cfg = DFCANConfig.dfcan(1, 2, **tiny_kwargs)
+    model = registry.build(cfg)
     twin = with_spectrum(model, cfg, "dft")
     x = rng.random((1, 45, 61, 1), dtype=np.float32)
     assert np.max(np.abs(twin(x).numpy() - model(x).numpy())) <= 1e-5

@@ -20,9 +20,10 @@ import numpy as np
 import pytest
 
 from dfcan_tf import cli, safety
-from dfcan_tf.config import ModelConfig
 from dfcan_tf.data.files import write_tiff
 from dfcan_tf.data.simulate import simulate_dataset
+from dfcan_tf.nets import registry
+from dfcan_tf.nets.dfcan import DFCANConfig
 from dfcan_tf.runs import write_run
 
 TINY = {"width": 8, "n_groups": 1, "n_blocks": 1, "size_psc": 16, "reduction": 4}
@@ -48,8 +49,8 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     keras.utils.set_random_seed(11)
-    cfg = ModelConfig.dfcan(1, 2, **TINY)
-    return write_run(tmp_path_factory.mktemp("runs") / "sisr", cfg.build(), cfg,
+    cfg = DFCANConfig.dfcan(1, 2, **TINY)
+    return write_run(tmp_path_factory.mktemp("runs") / "sisr", registry.build(cfg), cfg,
                      data={"input_channels": 1, "scale": 2, "normalization": "minmax", "pixel_size_nm": 62.6})
 
 

@@ -11,7 +11,6 @@ import tifffile
 from scipy import ndimage as ndi
 
 from dfcan_tf import cli
-from dfcan_tf.config import ModelConfig
 from dfcan_tf.data.files import read_tiff, write_mrc, write_tiff
 from dfcan_tf.errors import DfcanError
 from dfcan_tf.evaluation.metrics import nrmse
@@ -22,6 +21,8 @@ from dfcan_tf.inference.predict import (
     predict_image,
     remove_hot_pixels,
 )
+from dfcan_tf.nets import registry
+from dfcan_tf.nets.dfcan import DFCANConfig
 from dfcan_tf.runs import write_run
 
 TINY = {"width": 8, "n_groups": 1, "n_blocks": 1, "size_psc": 16, "reduction": 4}
@@ -29,10 +30,10 @@ TINY = {"width": 8, "n_groups": 1, "n_blocks": 1, "size_psc": 16, "reduction": 4
 
 def _make_run(path: Path, channels: int, scale: int = 2) -> Path:
     keras.utils.set_random_seed(channels)
-    cfg = ModelConfig.dfcan(channels, scale, **TINY)
+    cfg = DFCANConfig.dfcan(channels, scale, **TINY)
     data = {"task": "sim" if channels > 1 else "sisr", "input_channels": channels, "scale": scale,
             "normalization": "minmax", "pixel_size_nm": 62.6}
-    return write_run(path, cfg.build(), cfg, data=data)
+    return write_run(path, registry.build(cfg), cfg, data=data)
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +49,7 @@ def sim_run(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tiny_model():
     keras.utils.set_random_seed(0)
-    return ModelConfig.dfcan(1, 2, **TINY).build()
+    return registry.build(DFCANConfig.dfcan(1, 2, **TINY))
 
 
 def _scene(n: int, rng: np.random.Generator) -> np.ndarray:
@@ -269,8 +270,8 @@ def test_benchmark_predict_quick_prints_memory_and_time(capsys):
 
 def test_divide65535_runs_keep_the_raw_output(tmp_path):
     keras.utils.set_random_seed(3)
-    cfg = ModelConfig.dfcan(1, 2, **TINY)
-    model = cfg.build()
+    cfg = DFCANConfig.dfcan(1, 2, **TINY)
+    model = registry.build(cfg)
     run = write_run(tmp_path / "run", model, cfg, data={"normalization": "divide65535", "pixel_size_nm": 62.6})
     img = np.random.default_rng(7).integers(100, 3000, (24, 24)).astype(np.uint16)
     write_tiff(tmp_path / "in" / "a.tif", img)
@@ -288,6 +289,6 @@ def test_full_size_2048_tiled_prediction_stays_under_stated_memory():
         measure_tiled_prediction,
     )
 
-    m = measure_tiled_prediction(ModelConfig.dfcan(1, 2), 2048, DEFAULT_TILE_SIZE)
+    m = measure_tiled_prediction(DFCANConfig.dfcan(1, 2), 2048, DEFAULT_TILE_SIZE)
     assert m["output_shape"] == (4096, 4096)
     assert m["peak_mb"] < PEAK_MEMORY_2048_MB, m

@@ -5,11 +5,9 @@ import numpy as np
 import pytest
 
 from dfcan_tf.errors import DfcanError
-from dfcan_tf.nets.dfcan import (
-    build_dfcan,
-    build_dfgan_discriminator,
-    load_reference_weights,
-)
+from dfcan_tf.nets.dfcan import build_dfcan
+from dfcan_tf.nets.discriminators import build_dfgan_discriminator
+from dfcan_tf.nets.reference_weights import load_reference_weights
 
 
 def _write_keras2_file(path, arrays_per_layer, kinds, *, start=7, shuffle_order=True, wrap=False):
@@ -43,7 +41,7 @@ def _write_keras2_file(path, arrays_per_layer, kinds, *, start=7, shuffle_order=
 
 
 def _layers_of(model):
-    from dfcan_tf.nets.dfcan import _weighted_layers
+    from dfcan_tf.nets.reference_weights import _weighted_layers
 
     return _weighted_layers(model)
 

@@ -11,9 +11,11 @@ import tensorflow as tf
 from scipy.ndimage import gaussian_filter
 
 from dfcan_tf import cli
-from dfcan_tf.config import DiscriminatorConfig, ModelConfig, TrainConfig
 from dfcan_tf.errors import DfcanError
+from dfcan_tf.nets.dfcan import DFCANConfig
+from dfcan_tf.nets.discriminators import DiscriminatorConfig
 from dfcan_tf.runs import load_run
+from dfcan_tf.training.config import TrainConfig
 from dfcan_tf.training.loop import (
     DFGAN,
     ArraySource,
@@ -52,7 +54,7 @@ TINY_D = {"widths": (8, 16), "head_width": 8, "dense_width": 16}
 
 
 def _tiny_cfg(mode="dfcan", **kw):
-    mc = ModelConfig.dfcan(1, 2, **TINY_NET)
+    mc = DFCANConfig.dfcan(1, 2, **TINY_NET)
     base = {"patch_size": 16, "batch_size": 2, "steps": 12, "lr": 1e-3, "validate_every": 3, "validate_patches": 4,
                 "sample_every": 6, "log_every": 2, "plateau_patience": 1, "plateau_min_delta": 1.0, "min_lr_ratio": 0.2}
     base.update(kw)
@@ -114,7 +116,7 @@ def test_tiny_dfcan_beats_bicubic(tmp_path):
     rng = np.random.default_rng(0)
     xt, yt = simulate_pairs(48, 32, rng)
     xv, yv = simulate_pairs(16, 32, rng)
-    mc = ModelConfig.dfcan(1, 2, width=16, n_groups=1, n_blocks=2, size_psc=16, reduction=4)
+    mc = DFCANConfig.dfcan(1, 2, width=16, n_groups=1, n_blocks=2, size_psc=16, reduction=4)
     cfg = TrainConfig.dfcan(mc, patch_size=32, batch_size=4, steps=250, lr=1e-3, validate_every=50,
                             sample_every=125, log_every=25, validate_patches=16)
     run = tmp_path / "run"
@@ -298,7 +300,7 @@ def test_full_size_dfcan_runs_one_step(tmp_path):
     rng = np.random.default_rng(3)
     xt, yt = simulate_pairs(2, 32, rng)
     cfg = TrainConfig.dfcan(patch_size=32, batch_size=1, steps=1, validate_patches=1)
-    assert cfg.model == ModelConfig.dfcan()
+    assert cfg.model == DFCANConfig.dfcan()
     result = train(cfg, tmp_path / "run", data=(xt, yt, xt[:1], yt[:1]), progress=False)
     assert result.step == 1 and np.isfinite(result.best_nrmse)
     assert load_run(tmp_path / "run").model.count_params() == 1_930_753
@@ -320,7 +322,7 @@ def test_full_size_dfgan_runs_one_step():
 
 
 def test_training_flops_counts_convolutions():
-    mc = ModelConfig.dfcan(1, 2, width=16, n_groups=1, n_blocks=1, size_psc=8, reduction=4)
+    mc = DFCANConfig.dfcan(1, 2, width=16, n_groups=1, n_blocks=1, size_psc=8, reduction=4)
     h = w = 10
     def conv(hw, cin, cout, k=9):
         return 2 * hw * k * cin * cout
@@ -460,7 +462,7 @@ def test_benchmark_train_prints_rate_and_sgemm_fraction(capsys):
     text = capsys.readouterr().out
     assert "steps/s" in text and "% of sgemm" in text and "128x128 patches, batch 4" in text
     assert out["steps_per_s"] > 0 and out["gflop_per_step"] == pytest.approx(
-        training_flops(ModelConfig.dfcan(), 128, 128, 4) / 1e9)
+        training_flops(DFCANConfig.dfcan(), 128, 128, 4) / 1e9)
 
 
 def test_cli_dfgan_run(tmp_path, small_data):

@@ -10,9 +10,12 @@ import numpy as np
 import pytest
 
 from dfcan_tf import cli
-from dfcan_tf.config import DiscriminatorConfig, ModelConfig, TrainConfig
 from dfcan_tf.errors import DfcanError
+from dfcan_tf.nets import registry
+from dfcan_tf.nets.dfcan import DFCANConfig
+from dfcan_tf.nets.discriminators import DiscriminatorConfig
 from dfcan_tf.runs import load_run, write_config, write_run
+from dfcan_tf.training.config import TrainConfig
 from dfcan_tf.training.loop import LOCK_NAME, train
 
 TINY_NET = {"width": 8, "n_groups": 1, "n_blocks": 1, "size_psc": 16, "reduction": 4}
@@ -23,7 +26,7 @@ TINY_FLAGS = ["--width", "8", "--n-groups", "1", "--n-blocks", "1", "--size-psc"
 def _cfg(**kw):
     base = {"patch_size": 16, "batch_size": 2, "steps": 12, "lr": 1e-3, "validate_every": 3, "validate_patches": 4,
             "sample_every": 6, "log_every": 2, "plateau_patience": 1, "plateau_min_delta": 1.0, "min_lr_ratio": 0.2}
-    return TrainConfig.dfcan(ModelConfig.dfcan(1, 2, **TINY_NET), **{**base, **kw})
+    return TrainConfig.dfcan(DFCANConfig.dfcan(1, 2, **TINY_NET), **{**base, **kw})
 
 
 @pytest.fixture(scope="module")
@@ -170,8 +173,8 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path, data, mon
 
 
 def test_load_run_refuses_non_finite_weights(tmp_path):
-    mc = ModelConfig.dfcan(1, 2, **TINY_NET)
-    model = mc.build()
+    mc = DFCANConfig.dfcan(1, 2, **TINY_NET)
+    model = registry.build(mc)
     model.set_weights([np.full_like(w, np.nan) if i == 3 else w for i, w in enumerate(model.get_weights())])
     write_run(tmp_path / "run", model, mc)
     with pytest.raises(DfcanError, match=r"best\.weights\.h5: 1 weight tensor\(s\) hold NaN or infinite"):
@@ -179,8 +182,8 @@ def test_load_run_refuses_non_finite_weights(tmp_path):
 
 
 def test_load_run_with_another_architecture_is_short_and_quiet(tmp_path):
-    mc = ModelConfig.dfcan(1, 2, **TINY_NET)
-    write_run(tmp_path / "run", mc.build(), mc)
+    mc = DFCANConfig.dfcan(1, 2, **TINY_NET)
+    write_run(tmp_path / "run", registry.build(mc), mc)
     write_config(tmp_path / "run", mc.replace(n_blocks=2))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -272,13 +275,13 @@ def test_resume_refuses_flags_that_would_change_the_run(capsys, tmp_path):
 def test_config_upper_bounds():
     for key, value in (("width", 100_000), ("n_groups", 65), ("n_blocks", 100), ("size_psc", 10_000)):
         with pytest.raises(DfcanError, match=f"{key} must be at most"):
-            ModelConfig.dfcan(**{key: value})
+            DFCANConfig.dfcan(**{key: value})
     for key, value in (("patch_size", 5000), ("batch_size", 2000)):
         with pytest.raises(DfcanError, match=f"{key} must be at most"):
             TrainConfig.dfcan(**{key: value})
     with pytest.raises(DfcanError, match="discriminator sizes"):
         DiscriminatorConfig(widths=(8, 100_000))
-    assert ModelConfig.dfcan(width=1024, n_groups=64).width == 1024  # the bounds themselves are allowed
+    assert DFCANConfig.dfcan(width=1024, n_groups=64).width == 1024  # the bounds themselves are allowed
 
 
 def test_ctrl_c_during_start_up_is_one_line(monkeypatch, capsys):

@@ -19,7 +19,7 @@ import sys
 # subcommand -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("dfcan_tf.cli.demo", "run the end-to-end job on embedded defaults"),
-    "info": ("dfcan_tf.nets.dfcan", "build a model and print its summary and parameter count"),
+    "info": ("dfcan_tf.cli.info", "build a model and print its summary and parameter count"),
     "simulate": ("dfcan_tf.data.simulate", "simulate BioSR-like SIM data in BioSR's layout"),
     "patches": ("dfcan_tf.data.patches", "cut training/validation patch pairs from BioSR-layout data"),
     "train": ("dfcan_tf.training.loop", "train DFCAN or DFGAN into a run folder"),

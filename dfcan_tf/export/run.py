@@ -83,6 +83,7 @@ import numpy as np
 
 from dfcan_tf import safety
 from dfcan_tf.errors import DfcanError
+from dfcan_tf.nets import registry
 
 COMMAND = "export"
 FORMATS = ("onnx", "tflite", "saved_model", "bioimageio")
@@ -1203,22 +1204,22 @@ def benchmark_backends(args: argparse.Namespace, sgemm: float) -> list[dict[str,
     """
     import keras
 
-    from dfcan_tf.config import ModelConfig
+    from dfcan_tf.nets.dfcan import DFCANConfig
     from dfcan_tf.runs import write_run
 
     threads = int(getattr(args, "threads", 2) or 2)
     quick = bool(getattr(args, "quick", False))
     if quick:
-        cfg, sizes, repeats = ModelConfig.dfcan(1, 2, width=16, n_groups=1, n_blocks=2, size_psc=32, reduction=4), \
+        cfg, sizes, repeats = DFCANConfig.dfcan(1, 2, width=16, n_groups=1, n_blocks=2, size_psc=32, reduction=4), \
             (64, 96), 1
     else:
-        cfg, sizes, repeats = ModelConfig.dfcan(1, 2), (128, 256, 502), 2
+        cfg, sizes, repeats = DFCANConfig.dfcan(1, 2), (128, 256, 502), 2
     keras.utils.set_random_seed(0)
     rows = []
     with tempfile.TemporaryDirectory(prefix="dfcan-bench-") as tmp:
         tmp = Path(tmp)
         run_dir = tmp / "run"
-        write_run(run_dir, cfg.build(), cfg, which=("best",))
+        write_run(run_dir, registry.build(cfg), cfg, which=("best",))
         src = _open_run(run_dir)
         verify = (32, 45)
         print("exporting (ONNX, TFLite)...", flush=True)

@@ -74,6 +74,7 @@ import numpy as np
 from dfcan_tf import safety
 from dfcan_tf.errors import DfcanError
 from dfcan_tf.inference.tiling import predict_tiled, tile_specs
+from dfcan_tf.nets import registry
 
 DEFAULT_TILE_SIZE = 512
 DEFAULT_OVERLAP = 32
@@ -684,7 +685,7 @@ def measure_tiled_prediction(config: Any, side: int, tile: int, overlap: int = D
     import keras
 
     keras.utils.set_random_seed(0)
-    model = config.build()
+    model = registry.build(config)
     image = np.random.default_rng(0).random((side, side), dtype=np.float32)
     n_tiles = len(tile_specs((side, side), tile, overlap, scale=config.scale))
     base = _rss_mb()
@@ -727,12 +728,12 @@ def benchmark_predict(args: argparse.Namespace, sgemm: float) -> None:
     stated bound is :data:`PEAK_MEMORY_2048_MB`. ``args.quick``: a 512² input
     and a smaller network (width 32, 2 × 2 blocks), tiled at 256.
     """
-    from dfcan_tf.config import ModelConfig
+    from dfcan_tf.nets.dfcan import DFCANConfig
 
     if args.quick:
-        cfg, side, tile = ModelConfig.dfcan(1, 2, width=32, n_groups=2, n_blocks=2), 512, 256
+        cfg, side, tile = DFCANConfig.dfcan(1, 2, width=32, n_groups=2, n_blocks=2), 512, 256
     else:
-        cfg, side, tile = ModelConfig.dfcan(1, 2), 2048, DEFAULT_TILE_SIZE
+        cfg, side, tile = DFCANConfig.dfcan(1, 2), 2048, DEFAULT_TILE_SIZE
     m = measure_tiled_prediction(cfg, side, tile)
     rate = m["gflop"] / m["seconds"]
     bound = "" if args.quick else f" (stated bound {PEAK_MEMORY_2048_MB} MB)"

@@ -69,16 +69,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from dfcan_tf.config import (
-    STRATEGIES,
-    DiscriminatorConfig,
-    ModelConfig,
-    TrainConfig,
-    load_json,
-    save_json,
-)
+from dfcan_tf.config import load_json, save_json
 from dfcan_tf.data.files import atomic_path
 from dfcan_tf.errors import DfcanError
+from dfcan_tf.nets import registry
+from dfcan_tf.nets.dfcan import DFCANConfig
+from dfcan_tf.nets.discriminators import DiscriminatorConfig, build_discriminator
 from dfcan_tf.runs import (
     load_weights_checked,
     read_run_config,
@@ -87,6 +83,7 @@ from dfcan_tf.runs import (
     write_config,
 )
 from dfcan_tf.training import losses
+from dfcan_tf.training.config import STRATEGIES, TrainConfig
 
 NORMALIZATIONS = ("minmax", "divide65535")
 # What may differ between the sessions of one run: how long, and on which devices.
@@ -937,14 +934,14 @@ def _fourier_attention_in_float32(network: keras.Model) -> None:
 
 def build_trainer(cfg: TrainConfig) -> keras.Model:
     """The compiled :class:`DFCANTrainer` or :class:`DFGAN` for ``cfg`` (build inside a strategy scope)."""
-    network = cfg.model.build()
+    network = registry.build(cfg.model)
     if keras.mixed_precision.global_policy().name == "mixed_float16":
         _fourier_attention_in_float32(network)
     if cfg.mode == "dfcan":
         trainer = DFCANTrainer(network, mse_weight=cfg.mse_weight, ssim_weight=cfg.ssim_weight)
         trainer.compile(optimizer=_make_optimizer(cfg.lr, cfg))
     else:
-        disc = cfg.discriminator.build()
+        disc = build_discriminator(cfg.discriminator)
         trainer = DFGAN(network, disc, g_updates=cfg.g_updates, adversarial_weight=cfg.adversarial_weight,
                         mse_weight=cfg.mse_weight, ssim_weight=cfg.ssim_weight)
         trainer.compile(g_optimizer=_make_optimizer(cfg.lr, cfg), d_optimizer=_make_optimizer(cfg.d_lr, cfg))
@@ -1192,7 +1189,7 @@ def _run(cfg, run_dir, out_dir, is_chief, strategy, train_src, val_src, data_inf
 # --------------------------------------------------------------------------- benchmark
 
 
-def training_flops(model_config: ModelConfig, height: int, width: int, batch: int) -> float:
+def training_flops(model_config: DFCANConfig, height: int, width: int, batch: int) -> float:
     """Floating-point operations of one training step (forward + backward ≈ 3 × forward) of a DFCAN-family net.
 
     Counts the convolutions (2·k²·C_in·C_out per output pixel), which dominate;
@@ -1215,7 +1212,7 @@ def benchmark_train(args: argparse.Namespace, sgemm: float) -> dict:
     """Print DFCAN training speed at the paper's size (128×128 patches, batch 4) next to the sgemm rate."""
     quick = bool(getattr(args, "quick", False))
     patch, batch = 128, 4
-    mc = ModelConfig.dfcan()
+    mc = DFCANConfig.dfcan()
     cfg = TrainConfig.dfcan(mc, patch_size=patch, batch_size=batch)
     keras.utils.set_random_seed(0)
     trainer = build_trainer(cfg)
@@ -1301,7 +1298,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     else:
         mode = args.mode or "dfcan"
         channels, scale = _data_shape(args.data, args.task or "sisr")
-        model = (ModelConfig.dfcan if mode == "dfcan" else ModelConfig.dfgan_generator)(channels, scale)
+        model = (DFCANConfig.dfcan if mode == "dfcan" else DFCANConfig.dfgan_generator)(channels, scale)
         base = TrainConfig.dfcan(model) if mode == "dfcan" else TrainConfig.dfgan(model)
     net = {k: getattr(args, k) for k in ("width", "n_groups", "n_blocks", "size_psc", "reduction", "gamma")
            if getattr(args, k) is not None}
