@@ -348,7 +348,8 @@ def test_predict_normalises_huge_floats_in_float64(tmp_path):
 
 @pytest.mark.parametrize("value", [0, 7])
 def test_predict_refuses_constant_image(tmp_path, value):
-    from dfcan_tf.inference.predict import predict_file, predict_image
+    from dfcan_tf.inference.files import predict_file
+    from dfcan_tf.inference.predict import predict_image
 
     with pytest.raises(DfcanError, match=rf"blank\.tif: image is constant \(value {value}\); nothing to super-resolve"):
         predict_image(_Upsample(), np.full((16, 16), value, np.uint16), scale=2, name="blank.tif")
@@ -360,7 +361,8 @@ def test_predict_refuses_constant_image(tmp_path, value):
 
 
 def test_predict_refuses_empty_tiny_and_non_finite_images(tmp_path):
-    from dfcan_tf.inference.predict import predict_file, predict_image
+    from dfcan_tf.inference.files import predict_file
+    from dfcan_tf.inference.predict import predict_image
 
     for shape, words in [((0, 0), "empty image"), ((0, 16, 16), "empty image"), ((16, 0), "empty image"),
                          ((3, 3), "too small"), ((16, 4), "too small")]:
@@ -384,7 +386,7 @@ def test_predict_refuses_empty_tiny_and_non_finite_images(tmp_path):
 
 
 def test_predict_file_float64_tiff_with_huge_values(tmp_path):
-    from dfcan_tf.inference.predict import predict_file
+    from dfcan_tf.inference.files import predict_file
 
     img = np.random.default_rng(2).random((16, 16))
     tifffile.imwrite(tmp_path / "small.tif", img)

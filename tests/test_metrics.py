@@ -1,4 +1,4 @@
-"""dfcan_tf.evaluation.metrics against scikit-image / TensorFlow, and resolution estimates that track the blur."""
+"""dfcan_tf.evaluation.metrics against scikit-image / TensorFlow, and dfcan_tf.evaluation.resolution estimates that track the blur."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from scipy import ndimage as ndi
 from skimage import metrics as skm
 
 from dfcan_tf.errors import DfcanError
-from dfcan_tf.evaluation import metrics
+from dfcan_tf.evaluation import metrics, resolution
 
 
 def _pair(shape=(96, 80), seed=0, scale=1.0):
@@ -80,8 +80,8 @@ def test_ms_ssim_small_image_is_nan_and_identity_is_one():
 
 def test_evaluate_pair_keys_and_errors():
     pred, gt = _pair(shape=(64, 64))
-    out = metrics.evaluate_pair(pred, gt, pixel_size_nm=31.3)
-    assert set(out) == {"mse", "nrmse", "psnr", "ssim", "ms_ssim", "resolution_nm"}
+    out = metrics.evaluate_pair(pred, gt)
+    assert set(out) == {"mse", "nrmse", "psnr", "ssim", "ms_ssim"}
     assert out["psnr"] == pytest.approx(-10 * np.log10(out["mse"]))
     with pytest.raises(DfcanError, match="same shape"):
         metrics.evaluate_pair(pred, gt[:-1])
@@ -101,7 +101,7 @@ def test_decorrelation_resolution_tracks_the_blur():
     for sigma in (1.0, 2.0, 3.0, 4.5):
         blurred = ndi.gaussian_filter(obj, sigma)
         noisy = rng.poisson(blurred / blurred.max() * 200 + 10).astype(float)
-        res = metrics.decorrelation_resolution(noisy, pixel)
+        res = resolution.decorrelation_resolution(noisy, pixel)
         fwhm = 2.355 * sigma * pixel
         # Decorrelation resolution is close to the PSF FWHM for a dense, noisy object.
         assert 0.8 * fwhm < res < 1.5 * fwhm, (sigma, res, fwhm)
@@ -112,14 +112,14 @@ def test_decorrelation_resolution_tracks_the_blur():
 def test_decorrelation_scales_with_pixel_size_and_rejects_noise():
     rng = np.random.default_rng(1)
     img = ndi.gaussian_filter(_filaments(96, rng), 2.0) + 0.01 * rng.random((96, 96))
-    r1 = metrics.decorrelation_resolution(img, 10.0)
-    assert metrics.decorrelation_resolution(img, 30.0) == pytest.approx(3 * r1)
+    r1 = resolution.decorrelation_resolution(img, 10.0)
+    assert resolution.decorrelation_resolution(img, 30.0) == pytest.approx(3 * r1)
     # White noise has no signal/noise transition: no peak, infinite resolution.
-    assert metrics.decorrelation_resolution(rng.random((96, 96)), 30.0) == float("inf")
-    radii, d = metrics.decorrelation_curve(img)
+    assert resolution.decorrelation_resolution(rng.random((96, 96)), 30.0) == float("inf")
+    radii, d = resolution.decorrelation_curve(img)
     assert radii.shape == d.shape == (50,) and np.all((d >= 0) & (d <= 1))
     with pytest.raises(DfcanError, match="16x16"):
-        metrics.decorrelation_resolution(np.ones((8, 8)), 30.0)
+        resolution.decorrelation_resolution(np.ones((8, 8)), 30.0)
 
 
 def test_frc_resolution_tracks_the_blur():
@@ -131,16 +131,16 @@ def test_frc_resolution_tracks_the_blur():
         blurred = ndi.gaussian_filter(obj, sigma)
         blurred = blurred / blurred.max() * 200 + 10
         a, b = (rng.poisson(blurred).astype(float) for _ in range(2))
-        res = metrics.frc_resolution(a, b, pixel)
+        res = resolution.frc_resolution(a, b, pixel)
         assert 0.6 * 2.355 * sigma * pixel < res < 1.5 * 2.355 * sigma * pixel, (sigma, res)
         results.append(res)
     assert results[0] < results[1] < results[2]
     # The same image twice correlates up to Nyquist; independent noise not at all.
-    assert metrics.frc_resolution(a, a, pixel) == pytest.approx(2 * pixel)
-    assert metrics.frc_resolution(rng.random((64, 64)), rng.random((64, 64)), pixel) == float("inf")
-    half = metrics.frc_resolution(a, b, pixel, threshold="halfbit")
+    assert resolution.frc_resolution(a, a, pixel) == pytest.approx(2 * pixel)
+    assert resolution.frc_resolution(rng.random((64, 64)), rng.random((64, 64)), pixel) == float("inf")
+    half = resolution.frc_resolution(a, b, pixel, threshold="halfbit")
     assert np.isfinite(half)
     with pytest.raises(DfcanError, match="threshold"):
-        metrics.frc_resolution(a, b, pixel, threshold="bogus")
+        resolution.frc_resolution(a, b, pixel, threshold="bogus")
     with pytest.raises(DfcanError, match="same shape"):
-        metrics.frc_resolution(a, b[:-2], pixel)
+        resolution.frc_resolution(a, b[:-2], pixel)

@@ -14,10 +14,10 @@ from dfcan_tf import cli
 from dfcan_tf.data.files import read_tiff, write_mrc, write_tiff
 from dfcan_tf.errors import DfcanError
 from dfcan_tf.evaluation.metrics import nrmse
+from dfcan_tf.inference.files import expand_inputs, predict_files
 from dfcan_tf.inference.predict import (
-    DEFAULT_OVERLAP,
-    expand_inputs,
-    predict_files,
+    FALLBACK_OVERLAP,
+    overlap_for,
     predict_image,
     remove_hot_pixels,
 )
@@ -89,7 +89,7 @@ def test_tiled_matches_whole_within_shot_noise(tiny_model):
     lam = _scene(128, rng)
     a, b = rng.poisson(lam).astype(np.float32), rng.poisson(lam).astype(np.float32)
     whole = predict_image(tiny_model, a, scale=2, tile_size=0)
-    tiled = predict_image(tiny_model, a, scale=2, tile_size=64, overlap=DEFAULT_OVERLAP, batch_size=2)
+    tiled = predict_image(tiny_model, a, scale=2, tile_size=64, batch_size=2)  # default overlap: measured
     reacquired = predict_image(tiny_model, b, scale=2, tile_size=0)
     diff = nrmse(tiled, whole)
     noise = nrmse(reacquired, whole)
@@ -260,7 +260,7 @@ def test_onnx_backend_matches_keras(sisr_run, tmp_path):
 def test_benchmark_predict_quick_prints_memory_and_time(capsys):
     import argparse
 
-    from dfcan_tf.inference.predict import benchmark_predict
+    from dfcan_tf.benchmark.predict import benchmark_predict
 
     benchmark_predict(argparse.Namespace(quick=True, threads=2), sgemm=50.0)
     line = capsys.readouterr().out
@@ -283,12 +283,54 @@ def test_divide65535_runs_keep_the_raw_output(tmp_path):
 
 @pytest.mark.slow
 def test_full_size_2048_tiled_prediction_stays_under_stated_memory():
-    from dfcan_tf.inference.predict import (
-        DEFAULT_TILE_SIZE,
-        PEAK_MEMORY_2048_MB,
-        measure_tiled_prediction,
-    )
+    from dfcan_tf.benchmark.predict import PEAK_MEMORY_2048_MB, measure_tiled_prediction
+    from dfcan_tf.inference.predict import DEFAULT_TILE_SIZE
 
     m = measure_tiled_prediction(DFCANConfig.dfcan(1, 2), 2048, DEFAULT_TILE_SIZE)
     assert m["output_shape"] == (4096, 4096)
     assert m["peak_mb"] < PEAK_MEMORY_2048_MB, m
+
+
+# --------------------------------------------------------------------------- default overlap
+
+
+def _analytic_conv_halo(model, scale: int) -> int:
+    """Input pixels reached by the top-level 3×3 convolutions: 1 each on the input grid, 1/scale after upsampling."""
+    convs = [layer for layer in model.layers
+             if isinstance(layer, keras.layers.Conv2D) and tuple(layer.kernel_size) == (3, 3)]
+    names = [layer.name for layer in convs]
+    after = len(names) - names.index("output_conv")  # convolutions on the output grid
+    return (len(convs) - after) + int(np.ceil(after / scale))
+
+
+def test_default_overlap_covers_the_conv_halo_and_tiles_match_whole(tiny_model):
+    cfg = DFCANConfig.dfcan(1, 2, **TINY)
+    halo = _analytic_conv_halo(tiny_model, 2)
+    assert halo == 5  # head, 2 in the one FCAB, upsampling conv, and the output conv (half an input pixel)
+    rf = registry.receptive_field(cfg)
+    assert rf >= halo, (rf, halo)
+    overlap = registry.default_overlap(cfg)
+    assert overlap >= rf and overlap % 8 == 0
+    # The same figure from the configuration, the Keras model (measured on it) and a run's artefact folder.
+    assert overlap_for(tiny_model, config=cfg) == overlap
+    assert overlap_for(tiny_model, scale=2) == overlap
+    assert overlap_for(lambda b: b) == FALLBACK_OVERLAP
+    # Tiled with the default overlap vs whole: within the documented 1e-3 NRMSE (tiled vs whole above).
+    img = _scene(96, np.random.default_rng(5)).astype(np.float32)
+    whole = predict_image(tiny_model, img, scale=2, tile_size=0)
+    tiled = predict_image(tiny_model, img, scale=2, tile_size=48, config=cfg)
+    assert nrmse(tiled, whole) < 1e-3
+
+
+def test_overlap_from_an_artefact_reads_its_run_config(sisr_run, tmp_path):
+    from types import SimpleNamespace
+
+    from dfcan_tf.inference.predict import config_for_artefact
+    from dfcan_tf.runs import read_run_config
+
+    cfg = read_run_config(sisr_run)[1]
+    fake = sisr_run / "export" / "model.onnx"  # RUN/export/model.onnx: the run folder is two levels up
+    assert config_for_artefact(fake) == cfg
+    assert overlap_for(SimpleNamespace(path=fake)) == registry.default_overlap(cfg)
+    assert config_for_artefact(tmp_path / "lonely.onnx") is None
+    assert overlap_for(SimpleNamespace(path=tmp_path / "lonely.onnx")) == FALLBACK_OVERLAP

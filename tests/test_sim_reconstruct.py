@@ -12,7 +12,8 @@ from dfcan_tf.cli import sim_reconstruct as command
 from dfcan_tf.data.files import read_tiff, write_mrc
 from dfcan_tf.data.simulate import PAD_RAW, simulate_cell, simulate_dataset
 from dfcan_tf.errors import DfcanError
-from dfcan_tf.evaluation.metrics import decorrelation_resolution, nrmse
+from dfcan_tf.evaluation.metrics import nrmse
+from dfcan_tf.evaluation.resolution import decorrelation_resolution
 from dfcan_tf.sim import (
     SIMParameters,
     combine_bands,

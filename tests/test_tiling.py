@@ -13,7 +13,6 @@ from dfcan_tf.inference.tiling import (
     Stitcher,
     axis_tiles,
     blend_weights_1d,
-    dfcan_halo,
     predict_tiled,
     tile_specs,
 )
@@ -98,8 +97,3 @@ def test_stitcher_rejects_wrong_tile_shape():
     st = Stitcher((64, 64))
     with pytest.raises(DfcanError, match="expected"):
         st.add(spec, np.zeros((16, 16)))
-
-
-def test_dfcan_halo():
-    assert dfcan_halo(4, 4, 2) == 35
-    assert dfcan_halo(1, 1, 3) == 5

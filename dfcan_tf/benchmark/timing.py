@@ -1,32 +1,20 @@
-"""``dfcan benchmark``: speed figures measured on this machine, never asserted by timers.
+"""The reference rate of ``dfcan benchmark``: the machine's best float32 matrix-multiply speed.
 
-Every figure is printed next to the machine's measured single-precision
-matrix-multiply rate (:func:`sgemm_gflops`), so results from different machines
-compare as fractions of what the hardware does on the best-case kernel.
-
-Kinds: ``sgemm`` (the reference rate), ``data`` (input pipeline, patches/s;
-:func:`dfcan_tf.data.pipeline.benchmark_data`), ``train`` (steps/s at the paper's
-size; :func:`dfcan_tf.training.loop.benchmark_train`), ``predict`` (tiled-prediction
-memory, :func:`dfcan_tf.inference.predict.benchmark_predict`, and per-backend inference
-speed, :func:`dfcan_tf.export.run.benchmark_backends`), ``all``.
+Every figure ``dfcan benchmark`` prints is put next to :func:`sgemm_gflops`, so
+results from different machines compare as fractions of what the hardware does
+on the best-case kernel (``docs/README.md`` lists measured figures). The
+command itself is :mod:`dfcan_tf.cli.benchmark`; the measurements live in
+:mod:`dfcan_tf.benchmark.data`, :mod:`dfcan_tf.benchmark.train`,
+:mod:`dfcan_tf.benchmark.predict` and :mod:`dfcan_tf.benchmark.backends`.
 """
 
 from __future__ import annotations
 
-import argparse
-import importlib
-import os
 import time
 
 import numpy as np
 
 from dfcan_tf.errors import DfcanError
-
-KINDS: dict[str, list[tuple[str, str]]] = {
-    "data": [("dfcan_tf.data.pipeline", "benchmark_data")],
-    "train": [("dfcan_tf.training.loop", "benchmark_train")],
-    "predict": [("dfcan_tf.inference.predict", "benchmark_predict"), ("dfcan_tf.export.run", "benchmark_backends")],
-}
 
 
 def sgemm_gflops(n: int = 2048, repeats: int = 5, threads: int | None = None) -> float:
@@ -71,21 +59,3 @@ def check_positive(**values: object) -> None:
     for name, value in values.items():
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise DfcanError(f"--{name.replace('_', '-')} must be a whole number ≥ 1. Received: {value!r}")
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("kind", choices=["sgemm", *KINDS, "all"], help="what to measure")
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="CPU threads (default: all cores)")
-    parser.add_argument("--quick", action="store_true", help="fewer repeats and smaller sizes (smoke run)")
-
-
-def run_from_args(args: argparse.Namespace) -> int:
-    check_positive(threads=args.threads)
-    rate = sgemm_gflops(threads=args.threads, repeats=2 if args.quick else 5)
-    print(f"sgemm: {rate:.1f} GFLOP/s (float32, {args.threads} threads, TensorFlow MatMul 2048x2048)")
-    kinds = list(KINDS) if args.kind == "all" else ([] if args.kind == "sgemm" else [args.kind])
-    for kind in kinds:
-        for module_name, func_name in KINDS[kind]:
-            func = getattr(importlib.import_module(module_name), func_name)
-            func(args, sgemm=rate)
-    return 0

@@ -8,12 +8,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from dfcan_tf.evaluation.assess import RULE_TEXT, RULES, assess
+from dfcan_tf.cli.predict import BACKENDS, add_tiling_arguments
+from dfcan_tf.evaluation.assess import RULE_TEXT, RULES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the arguments of ``dfcan assess`` to ``parser``."""
-    from dfcan_tf.inference.predict import BACKENDS, DEFAULT_OVERLAP, parse_tile_size
     from dfcan_tf.sim.reconstruct import DEFAULT_WIENER
 
     parser.add_argument("runs", nargs="+", metavar="RUN", help="run folders (config.json + weights/); each is "
@@ -30,10 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--levels", help="signal levels, e.g. 1-9 (default: all)")
     parser.add_argument("--which", choices=("best", "last"), default="best", help="weights (default: best)")
     parser.add_argument("--backend", choices=BACKENDS, default="keras", help="inference backend (default: keras)")
-    parser.add_argument("--tile-size", type=parse_tile_size, default=None, metavar="auto|0|N",
-                        help="tile side in input pixels (default auto: whole image when it fits)")
-    parser.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP,
-                        help=f"tile overlap (default {DEFAULT_OVERLAP})")
+    add_tiling_arguments(parser, "tile side in input pixels (default auto: whole image when it fits)")
     parser.add_argument("--resolution", action="store_true",
                         help="also compute the decorrelation resolution (column resolution_nm of metrics.csv)")
     parser.add_argument("--wiener", type=float, default=DEFAULT_WIENER,
@@ -48,6 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_from_args(args: argparse.Namespace) -> int:
     """Run ``dfcan assess``; 0 on success, 1 when some records failed (listed on stderr)."""
+    from dfcan_tf.evaluation.assess import assess
+
     specimens = [s for s in args.specimens.split(",") if s] if args.specimens else None
     result = assess(args.runs, args.data, args.output, rule=args.rule, specimens=specimens, cells=args.cells,
                     levels=args.levels, which=args.which, backend=args.backend, tile_size=args.tile_size,

@@ -48,10 +48,12 @@ def run_demo(out_dir: str | Path = "demo_output", *, run_dir: str | Path = DEFAU
              size: int = 128, levels: int = 9, seed: int = 2026, progress: bool = True) -> dict:
     """Run the end-to-end demo into ``out_dir``; return the headline numbers."""
     from dfcan_tf.data.files import read_image, write_tiff
+    from dfcan_tf.data.normalize import Normalizer
     from dfcan_tf.data.simulate import RAW_PIXEL_NM, simulate_dataset
     from dfcan_tf.evaluation.evaluate import evaluate_run
-    from dfcan_tf.export.run import export_run, load_backend
-    from dfcan_tf.inference.predict import predict_files
+    from dfcan_tf.export.run import export_run
+    from dfcan_tf.inference.backends import load_backend
+    from dfcan_tf.inference.files import predict_files
     from dfcan_tf.runs import load_run
 
     out = Path(out_dir)
@@ -101,7 +103,7 @@ def run_demo(out_dir: str | Path = "demo_output", *, run_dir: str | Path = DEFAU
     # The demo owns its folder: a rerun replaces its previous export.
     export_run(run_dir, onnx_path, format="onnx", overwrite=True)
     onnx_fn = load_backend(onnx_path, "onnx")
-    x = ((wf - wf.min()) / (wf.max() - wf.min()))[None, :, :, None].astype(np.float32)
+    x = Normalizer(eps=0.0).normalize(wf)[None, :, :, None]  # exact range, as dfcan predict
     diff = float(np.max(np.abs(onnx_fn(x) - run.model(x).numpy())))
     headline["onnx_max_abs_diff"] = diff
     print(f"      {onnx_path}: max |onnxruntime − Keras| = {diff:.2e} on a {wf.shape[0]}×{wf.shape[1]} image")
@@ -110,6 +112,7 @@ def run_demo(out_dir: str | Path = "demo_output", *, run_dir: str | Path = DEFAU
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register the ``dfcan demo`` flags on ``parser``."""
     parser.add_argument("--out", default="demo_output", help="output folder (default: demo_output)")
     parser.add_argument("--run", default=str(DEFAULT_RUN), help="run folder to demonstrate (default: shipped weights)")
     parser.add_argument("--cells", type=int, default=2, help="simulated test cells (default: 2)")
@@ -118,5 +121,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_from_args(args: argparse.Namespace) -> int:
+    """Run ``dfcan demo`` with parsed ``args``; return the exit status."""
     run_demo(args.out, run_dir=args.run, cells=args.cells, size=args.size, progress=not args.no_progress)
     return 0

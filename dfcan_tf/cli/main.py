@@ -20,15 +20,15 @@ import sys
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("dfcan_tf.cli.demo", "run the end-to-end job on embedded defaults"),
     "info": ("dfcan_tf.cli.info", "build a model and print its summary and parameter count"),
-    "simulate": ("dfcan_tf.data.simulate", "simulate BioSR-like SIM data in BioSR's layout"),
-    "patches": ("dfcan_tf.data.patches", "cut training/validation patch pairs from BioSR-layout data"),
-    "train": ("dfcan_tf.training.loop", "train DFCAN or DFGAN into a run folder"),
+    "simulate": ("dfcan_tf.cli.simulate", "simulate BioSR-like SIM data in BioSR's layout"),
+    "patches": ("dfcan_tf.cli.patches", "cut training/validation patch pairs from BioSR-layout data"),
+    "train": ("dfcan_tf.cli.train", "train DFCAN, DFGAN or another registered network into a run folder"),
     "sim-reconstruct": ("dfcan_tf.cli.sim_reconstruct", "conventional SIM reconstruction (linear 2x, nonlinear 3x) of raw frames"),
-    "predict": ("dfcan_tf.inference.predict", "super-resolve images with a run folder"),
-    "evaluate": ("dfcan_tf.evaluation.evaluate", "evaluate a run folder on a BioSR-layout test set"),
+    "predict": ("dfcan_tf.cli.predict", "super-resolve images with a run folder"),
+    "evaluate": ("dfcan_tf.cli.evaluate", "evaluate a run folder on a BioSR-layout test set"),
     "assess": ("dfcan_tf.cli.assess", "assessment matrix: networks vs conventional SIM per specimen and signal level"),
-    "export": ("dfcan_tf.export.run", "export a run folder to ONNX, TFLite, SavedModel or bioimage.io"),
-    "benchmark": ("dfcan_tf.benchmark.timing", "print speed figures (data, train, predict, sgemm)"),
+    "export": ("dfcan_tf.cli.export", "export a run folder to ONNX, TFLite, SavedModel or bioimage.io"),
+    "benchmark": ("dfcan_tf.cli.benchmark", "print speed figures (data, train, predict, sgemm)"),
 }
 
 

@@ -1,4 +1,4 @@
-"""Training patch pairs from BioSR-layout data (``dfcan patches``), as REFERENCE §5.
+"""Training patch pairs from BioSR-layout data (``dfcan patches``); see ``docs/data.md#patch-pairs``.
 
 The authors cut their training pairs in MATLAB; this is the same recipe in
 Python, for real BioSR or for ``dfcan simulate`` output:
@@ -29,7 +29,6 @@ physical point as the raw frames, so input and target stay aligned.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -43,6 +42,7 @@ from scipy import ndimage
 
 from dfcan_tf import safety
 from dfcan_tf.data.biosr import BioSRRecord, discover, parse_cells
+from dfcan_tf.data.normalize import minmax_scale
 from dfcan_tf.errors import DfcanError
 
 COMMAND = "patches"
@@ -52,10 +52,15 @@ RECIPE_TRAIN_CELLS = range(6, 36)  # 6–35 training, 36–50 test
 
 
 def minmax(x: np.ndarray) -> np.ndarray:
-    """Min-max normalise to [0, 1] (0–100th percentile); a constant array gives zeros."""
+    """Min-max normalise to [0, 1] in float32 with the exact range (no epsilon); a constant array gives zeros.
+
+    :func:`dfcan_tf.data.normalize.minmax_scale` with ``eps=0``: patches are
+    written as 16-bit TIFF, and the exact range maps the extremes to exactly 0
+    and 65535, as the authors' MATLAB ``mat2gray`` does.
+    """
     x = np.asarray(x, dtype=np.float32)
     lo, hi = float(x.min()), float(x.max())
-    return (x - lo) / (hi - lo) if hi > lo else np.zeros_like(x)
+    return minmax_scale(x, lo, hi, eps=0.0) if hi > lo else np.zeros_like(x)
 
 
 def _gaussian_kernel(size: int, sigma: float) -> np.ndarray:
@@ -84,7 +89,7 @@ def foreground_mask(
     min_pixels: int = 1000,
     valid: np.ndarray | None = None,
 ) -> tuple[np.ndarray, float]:
-    """Foreground of a GT-SIM image on the raw grid (REFERENCE §5).
+    """Foreground of a GT-SIM image on the raw grid (``docs/data.md#patch-pairs``).
 
     Parameters
     ----------
@@ -413,37 +418,3 @@ def make_patches(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return manifest
-
-
-# ----------------------------------------------------------------- CLI
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("data_root", help="BioSR-layout folder (real BioSR or dfcan simulate output)")
-    parser.add_argument("out_dir", help="output folder (DL-SR layout), outside DATA_ROOT; must not exist or be "
-                        "empty unless --overwrite")
-    parser.add_argument("--scale", type=int, default=None, help="GT/raw ratio (default: from the data)")
-    parser.add_argument("--patch-size", type=int, default=128, help="raw patch side (default: 128)")
-    parser.add_argument("--n-train", type=int, default=1000, help="training patches (default: 1000)")
-    parser.add_argument("--n-val", type=int, default=100, help="validation patches (default: 100)")
-    parser.add_argument("--specimens", default=None, help="comma-separated specimen folders (default: all)")
-    parser.add_argument("--levels", default=None, help="signal levels, e.g. 1-9 (default: all)")
-    parser.add_argument("--val-cells", default=None, help="validation cells, e.g. 1-5 (default: see docs)")
-    parser.add_argument("--train-cells", default=None, help="training cells, e.g. 6-35")
-    parser.add_argument("--no-rotate", action="store_true", help="no random rotation")
-    parser.add_argument("--no-flips", action="store_true", help="no flipped copies")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace OUT_DIR if an earlier 'dfcan patches' wrote it (never any other folder)")
-    parser.add_argument("--no-progress", action="store_true")
-
-
-def run_from_args(args: argparse.Namespace) -> int:
-    manifest = make_patches(
-        args.data_root, args.out_dir, scale=args.scale, patch_size=args.patch_size, n_train=args.n_train,
-        n_val=args.n_val, specimens=args.specimens.split(",") if args.specimens else None, levels=args.levels,
-        val_cells=args.val_cells, train_cells=args.train_cells, rotate=not args.no_rotate, flips=not args.no_flips,
-        seed=args.seed, overwrite=args.overwrite, progress=not args.no_progress,
-    )
-    counts = {s: sum(p["split"] == s for p in manifest["patches"]) for s in SPLITS}
-    print(f"wrote {counts['training']} training and {counts['validate']} validation patch pairs "
-          f"(scale {manifest['scale']}, {manifest['frames']} frames) to {args.out_dir}")
-    return 0

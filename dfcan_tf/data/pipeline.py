@@ -9,25 +9,24 @@ the authors' DL-SR code)::
     (validate/, validate_wf/, validate_gt/ likewise)
 
 A multi-page TIFF ``training/<id>.tif`` is accepted in place of a frame folder.
-Inputs and targets are normalised per patch as REFERENCE §4: min-max to [0, 1]
+Inputs and targets are normalised per patch (``docs/data.md#normalisation``): min-max to [0, 1]
 (over all channels of a SIM input together), or divided by 65535 with
 ``normalize=False``. Files are decoded in parallel threads, optionally cached in
 memory, shuffled, augmented with the same random flip / rot90 on input and GT,
 batched and prefetched. :func:`load_patch_arrays` gives the same data as numpy
-arrays (validation sets, notebooks); :func:`benchmark_data` is ``dfcan
-benchmark data``.
+arrays (validation sets, notebooks); ``dfcan benchmark data`` times
+:func:`make_dataset` (:mod:`dfcan_tf.benchmark.data`).
 """
 
 from __future__ import annotations
 
-import argparse
 import os
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
+from dfcan_tf.data.patches import minmax
 from dfcan_tf.errors import DfcanError
 
 TASKS = ("sisr", "sim")
@@ -91,13 +90,12 @@ def list_patches(
     return pairs
 
 
-def _minmax(x: np.ndarray) -> np.ndarray:
-    lo, hi = float(x.min()), float(x.max())
-    return (x - lo) / (hi - lo) if hi > lo else np.zeros_like(x)
+def read_pair(inputs: list[Path], gt: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Read one patch pair as ``(input (h, w, C), gt (sh, sw, 1))`` float32 in the files' own intensities.
 
-
-def load_pair(inputs: list[Path], gt: Path, normalize: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Read one patch pair as ``(input (h, w, C), gt (sh, sw, 1))`` float32, normalised (REFERENCE §4)."""
+    Training (:class:`dfcan_tf.training.sources.FolderSource`) normalises the
+    crops it cuts from these; :func:`load_pair` normalises whole patches.
+    """
     import tifffile
 
     try:
@@ -113,11 +111,17 @@ def load_pair(inputs: list[Path], gt: Path, normalize: bool = True) -> tuple[np.
     if x.ndim == 2:
         x = x[None]
     x = np.moveaxis(x, 0, -1)  # frames become channels
+    return x.astype(np.float32), y[..., None].astype(np.float32)
+
+
+def load_pair(inputs: list[Path], gt: Path, normalize: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Read one patch pair as ``(input (h, w, C), gt (sh, sw, 1))`` float32, normalised (see ``docs/data.md``)."""
+    x, y = read_pair(inputs, gt)
     if normalize:
-        x, y = _minmax(x), _minmax(y)
+        x, y = minmax(x), minmax(y)
     else:
         x, y = x / 65535.0, y / 65535.0
-    return x.astype(np.float32), y[..., None].astype(np.float32)
+    return x.astype(np.float32), y.astype(np.float32)
 
 
 def load_patch_arrays(
@@ -197,7 +201,7 @@ def make_dataset(
     augment
         Random flip / rot90, the same for input and GT (square patches only).
     normalize
-        Per-patch min-max to [0, 1] (REFERENCE §4), else divide by 65535.
+        Per-patch min-max to [0, 1] (``docs/data.md#normalisation``), else divide by 65535.
     repeat
         Repeat forever (for step-based training loops).
     cache
@@ -255,67 +259,3 @@ def make_dataset(
                                                   num_parallel_calls=autotune)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     return ds.prefetch(autotune)
-
-
-# ----------------------------------------------------------------- benchmark
-def _dfcan_train_gflop(patch: int, channels: int, scale: int, width: int = 64, blocks: int = 16,
-                       size_psc: int = 128) -> float:
-    """Forward+backward GFLOP of one DFCAN training patch (convolutions only, backward ≈ 2× forward)."""
-    px = patch * patch
-    macs = 9 * channels * width * px  # head
-    macs += blocks * (2 * 9 * width * width * px + 9 * width * width * size_psc * size_psc)  # FCAB convs + FCA conv
-    macs += 9 * width * width * scale * scale * px  # upsampling conv
-    macs += 9 * width * 1 * px * scale * scale  # output conv
-    return 3 * 2 * macs / 1e9
-
-
-def benchmark_data(args: argparse.Namespace, sgemm: float) -> dict:
-    """``dfcan benchmark data``: input-pipeline throughput in patches/s.
-
-    Simulates a small BioSR-like set in a temporary folder, cuts 128-px patch
-    pairs and times :func:`make_dataset` (SISR and SIM, from disk and cached),
-    next to an upper bound of what DFCAN training can consume on this machine
-    (its convolution FLOPs at the measured sgemm rate).
-    """
-    import tempfile
-
-    from dfcan_tf.data.patches import make_patches
-    from dfcan_tf.data.simulate import simulate_dataset
-
-    quick = bool(getattr(args, "quick", False))
-    threads = getattr(args, "threads", None)
-    # quick: a smoke run on 64-px patches; full: the paper's 128-px patches
-    n_patches, patch, size = (64, 64, 128) if quick else (512, 128, 256)
-    batch = 4
-    results: dict = {}
-    with tempfile.TemporaryDirectory(prefix="dfcan-bench-data-") as tmp:
-        t0 = time.perf_counter()
-        simulate_dataset(Path(tmp) / "data", specimens=["Microtubules"], cells=3, levels=2, size=size,
-                         seed=0, progress=False)
-        make_patches(Path(tmp) / "data", Path(tmp) / "patches", patch_size=patch, n_train=n_patches, n_val=8,
-                     val_cells="1", progress=False)
-        print(f"data: prepared {n_patches} patch pairs of {patch} px in {time.perf_counter() - t0:.1f} s")
-        for task in TASKS:
-            for cache in (False, True):
-                ds = make_dataset(Path(tmp) / "patches", "training", task, batch, shuffle=True, augment=True,
-                                  repeat=True, cache=cache, parallel=threads)
-                it = iter(ds)
-                warm = n_patches // batch if cache else 4  # a cached set must be filled first
-                for _ in range(warm):
-                    next(it)
-                steps = (n_patches // batch) * (1 if quick else 2)
-                t0 = time.perf_counter()
-                for _ in range(steps):
-                    x, _ = next(it)
-                rate = steps * batch / (time.perf_counter() - t0)
-                key = f"{task}{'_cached' if cache else ''}"
-                results[key] = rate
-                print(f"data: {task:4s} {'cached ' if cache else 'from disk'} {rate:8.0f} patches/s "
-                      f"(input {tuple(x.shape[1:])}, batch {batch}; {rate / sgemm:.2f} patches/s per sgemm GFLOP/s)")
-    gflop = _dfcan_train_gflop(patch, 9, 2)
-    need = sgemm / gflop
-    results["train_bound"] = need
-    print(f"data: DFCAN training at {patch} px consumes at most ~{need:.2f} patches/s here "
-          f"({gflop:.0f} GFLOP per patch at {sgemm:.0f} GFLOP/s); "
-          f"the slowest pipeline is {min(v for k, v in results.items() if k != 'train_bound') / need:.0f}× faster")
-    return results

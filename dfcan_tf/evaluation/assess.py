@@ -6,7 +6,7 @@ GT-SIM with :func:`dfcan_tf.evaluation.metrics.evaluate_pair` (per-image min-max
 normalisation):
 
 * every given run folder (method name: the folder's name), through
-  :func:`dfcan_tf.evaluation.evaluate.evaluate_run`, so input, normalisation, tiling and
+  :func:`dfcan_tf.evaluation.evaluate.score_records`, so input, normalisation, tiling and
   metrics are exactly those of ``dfcan evaluate``;
 * conventional SIM (``"conventional_sim"``): linear SIM on the 2× grid for a
   9-frame raw stack, nonlinear SIM on the 3× grid for a 25-frame one
@@ -330,7 +330,8 @@ def _conventional_rows(records: list, *, wiener: float, known: bool, resolution:
     from tqdm.auto import tqdm
 
     from dfcan_tf.cli.sim_reconstruct import reconstruct_file
-    from dfcan_tf.evaluation.metrics import decorrelation_resolution, evaluate_pair
+    from dfcan_tf.evaluation.metrics import evaluate_pair
+    from dfcan_tf.evaluation.resolution import decorrelation_resolution
 
     rows = []
     for rec in tqdm(records, desc="conventional SIM", unit="image", disable=not progress):
@@ -393,7 +394,7 @@ def assess(
     specimens, cells, levels
         Selection (see :func:`dfcan_tf.data.biosr.discover`).
     which, backend, tile_size, overlap
-        Inference of the runs, as :func:`dfcan_tf.evaluation.evaluate.evaluate_run`.
+        Inference of the runs, as :func:`dfcan_tf.evaluation.evaluate.score_records` (``overlap=None``: measured).
     resolution
         Also compute the decorrelation resolution (nm) of every method.
     wiener
@@ -420,8 +421,7 @@ def assess(
         no record; nothing is written then.
     """
     from dfcan_tf.data.biosr import discover
-    from dfcan_tf.evaluation.evaluate import evaluate_run
-    from dfcan_tf.inference.predict import DEFAULT_OVERLAP
+    from dfcan_tf.evaluation.evaluate import score_records
     from dfcan_tf.sim.reconstruct import DEFAULT_WIENER
 
     t0 = time.perf_counter()
@@ -433,7 +433,6 @@ def assess(
     wiener = DEFAULT_WIENER if wiener is None else float(wiener)
     if not (np.isfinite(wiener) and wiener > 0):
         raise DfcanError(f"--wiener must be a positive number. Received: {wiener}")
-    overlap = DEFAULT_OVERLAP if overlap is None else overlap
     data_root = Path(data_root)
     out_dir = Path(out_dir)
     names = _network_names(run_paths)
@@ -450,13 +449,13 @@ def assess(
         os.chmod(staged, 0o777 & ~_umask())
         rows: list[dict[str, Any]] = []
         for i, (run, name) in enumerate(zip(run_paths, names)):
-            scratch = staged / f"{safety.PART_PREFIX}evaluate-{i}"
-            ev = evaluate_run(run, data_root, scratch, specimens=specimens, cells=cells, levels=levels,
-                              which=which, backend=backend, tile_size=tile_size, overlap=overlap,
-                              resolution=resolution, progress=progress)
-            shutil.rmtree(scratch, ignore_errors=True)
-            result.failures.extend((str(p), f"{name}: {msg}") for p, msg in ev.failures)
-            for r in ev.rows:
+            scored, failures = score_records(run, records, which=which, backend=backend, tile_size=tile_size,
+                                             overlap=overlap, resolution=resolution, progress=progress, desc=name)
+            result.failures.extend((str(p), f"{name}: {msg}") for p, msg in failures)
+            if not scored:
+                details = "; ".join(m for _, m in failures[:3])
+                raise DfcanError(f"{data_root}: no record could be evaluated with {run} ({details})")
+            for r in scored:
                 if r["method"] == "bicubic" and i > 0:
                     continue  # the wide-field baseline does not depend on the run: take it once
                 rows.append({**r, "method": name if r["method"] == "model" else BICUBIC})

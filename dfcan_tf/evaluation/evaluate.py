@@ -4,8 +4,8 @@ For every (specimen, cell, signal level) found by :func:`dfcan_tf.data.biosr.dis
 the run's network super-resolves the raw data — the wide-field image (sum of the
 raw SIM frames) for a one-channel SISR model, the raw frames themselves for a
 SIM model — and the result is compared with the GT-SIM image using
-:func:`dfcan_tf.evaluation.metrics.evaluate_pair` (per-image min-max normalisation, as the
-reference). The same metrics are computed for the wide-field image upsampled
+:func:`dfcan_tf.evaluation.metrics.evaluate_pair` (per-image min-max normalisation, see
+``docs/metrics.md``). The same metrics are computed for the wide-field image upsampled
 bicubically, the baseline every network has to beat.
 
 Outputs in ``out_dir``:
@@ -35,13 +35,11 @@ are done, so a failed evaluation leaves nothing behind.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import math
 import os
 import shutil
-import sys
 import tempfile
 import time
 from collections import defaultdict
@@ -53,9 +51,11 @@ from typing import Any
 import numpy as np
 
 from dfcan_tf import safety
+from dfcan_tf.data.normalize import Normalizer, minmax
 from dfcan_tf.errors import DfcanError
-from dfcan_tf.evaluation.metrics import decorrelation_resolution, evaluate_pair
-from dfcan_tf.inference.predict import DEFAULT_OVERLAP, predict_image, resolve_run
+from dfcan_tf.evaluation.metrics import evaluate_pair
+from dfcan_tf.evaluation.resolution import decorrelation_resolution
+from dfcan_tf.inference.predict import predict_image, resolve_run
 
 METRICS = ("mse", "nrmse", "psnr", "ssim", "ms_ssim", "resolution_nm")
 METHODS = ("model", "bicubic")
@@ -69,7 +69,7 @@ _LABELS = {
     "resolution_nm": "resolution (nm, decorrelation)",
 }
 
-__all__ = ["METRICS", "EvaluationResult", "bicubic_upsample", "evaluate_run"]
+__all__ = ["METRICS", "EvaluationResult", "bicubic_upsample", "evaluate_run", "score_records"]
 
 
 @dataclass
@@ -269,6 +269,90 @@ def _plot(path: Path, specimen: str, summary: list[dict[str, Any]], title: str) 
     return path
 
 
+def score_records(
+    run: str | Any,
+    records: list,
+    *,
+    which: str = "best",
+    backend: str = "keras",
+    tile_size: int | None = None,
+    overlap: int | None = None,
+    resolution: bool = True,
+    progress: bool = True,
+    desc: str = "evaluate",
+    predictions: list | None = None,
+) -> tuple[list[dict[str, Any]], list[tuple[Path, str]]]:
+    """Predict every record with ``run`` and score model and bicubic wide-field against GT-SIM; write nothing.
+
+    Parameters
+    ----------
+    run
+        Run folder (or a loaded :class:`dfcan_tf.runs.Run`) of any registered architecture.
+    records
+        :class:`dfcan_tf.data.biosr.BioSRRecord` list (from :func:`dfcan_tf.data.biosr.discover`).
+    which, backend, tile_size, overlap
+        As :func:`dfcan_tf.inference.files.predict_files` (``overlap=None``:
+        the network's measured receptive field).
+    resolution
+        Also compute the decorrelation resolution (nm); NaN otherwise.
+    progress, desc
+        tqdm bar over records and its label.
+    predictions
+        A list to append ``(record, prediction, SR pixel size in nm)`` to (for
+        callers that write them).
+
+    Returns
+    -------
+    rows, failures
+        One row per (record, method) with the columns of :data:`METRICS`, and
+        ``(raw path, message)`` of every record that failed (the others continue).
+    """
+    from dfcan_tf.data.files import read_mrc_header
+
+    model, data, scale, channels, config = resolve_run(run, backend, which)
+    normalizer = Normalizer.from_config(data.get("normalization"))
+    rows: list[dict[str, Any]] = []
+    failures: list[tuple[Path, str]] = []
+    iterator: Iterable = records
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(records, desc=desc, unit="image")
+    for rec in iterator:
+        try:
+            raw, gt = rec.load()
+            if raw.shape[1] * scale != gt.shape[0] or raw.shape[2] * scale != gt.shape[1]:
+                raise DfcanError(
+                    f"{rec.gt_path}: GT of {gt.shape[0]}x{gt.shape[1]} is not {scale}x the raw "
+                    f"{raw.shape[1]}x{raw.shape[2]} of {rec.raw_path.name}; the run's scale is {scale}"
+                )
+            x = _network_input(raw, channels, rec.raw_path)
+            per_image = normalizer.per_image
+            pred = predict_image(model, x if per_image else normalizer.normalize(x), scale=scale,
+                                 tile_size=tile_size, overlap=overlap, normalize=per_image, normalizer=normalizer,
+                                 name=str(rec.raw_path), config=config)
+            wf = raw.sum(axis=0)
+            bicubic = bicubic_upsample(minmax(wf), scale)
+            raw_px = read_mrc_header(rec.raw_path).get("pixel_size_nm") or data.get("pixel_size_nm") \
+                or BIOSR_RAW_PIXEL_NM
+            raw_px = float(raw_px)
+            sr_px = raw_px / scale
+            # The baseline's resolution is the wide-field image's own: interpolation adds no
+            # information, and its spectral replicas read as signal to decorrelation analysis.
+            for method, image, res_image, px in (("model", pred, pred, sr_px), ("bicubic", bicubic, wf, raw_px)):
+                row: dict[str, Any] = {"specimen": rec.specimen, "cell": rec.cell, "level": rec.level,
+                                       "method": method, **evaluate_pair(image, gt)}
+                row["resolution_nm"] = decorrelation_resolution(res_image, px) if resolution else float("nan")
+                rows.append(row)
+            if predictions is not None:
+                predictions.append((rec, pred, sr_px))
+        except DfcanError as exc:
+            failures.append((rec.raw_path, str(exc)))
+        except Exception as exc:  # noqa: BLE001 -- any failure is reported per record; the others continue
+            failures.append((rec.raw_path, f"{rec.raw_path}: {type(exc).__name__}: {exc}"))
+    return rows, failures
+
+
 def evaluate_run(
     run_dir: str | Any,
     data_root: str | Path,
@@ -280,7 +364,7 @@ def evaluate_run(
     which: str = "best",
     backend: str = "keras",
     tile_size: int | None = None,
-    overlap: int = DEFAULT_OVERLAP,
+    overlap: int | None = None,
     resolution: bool = True,
     save_predictions: bool = False,
     overwrite: bool = False,
@@ -300,7 +384,7 @@ def evaluate_run(
         Selection (see :func:`dfcan_tf.data.biosr.discover`); e.g. ``cells="36-50"``,
         the public recipe's test cells.
     which, backend, tile_size, overlap
-        As :func:`dfcan_tf.inference.predict.predict_files`.
+        As :func:`dfcan_tf.inference.files.predict_files` (scored by :func:`score_records`).
     resolution
         Also compute the decorrelation resolution (nm) of model and bicubic outputs.
     save_predictions
@@ -325,7 +409,7 @@ def evaluate_run(
         written then.
     """
     from dfcan_tf.data.biosr import discover
-    from dfcan_tf.data.files import read_mrc_header, write_tiff
+    from dfcan_tf.data.files import write_tiff
 
     t0 = time.perf_counter()
     records = discover(data_root, specimens=specimens, cells=cells, levels=levels)
@@ -334,50 +418,12 @@ def evaluate_run(
     names = output_names((r.specimen for r in records), save_predictions)
     check_output(out_dir, names, overwrite=overwrite, inputs=[data_root, run_path])
     result = EvaluationResult(missing=find_missing(records, cells=cells, levels=levels))
-    model, data, scale, channels = resolve_run(run_dir, backend, which)
-    normalization = data.get("normalization", "minmax")
-
-    iterator: Iterable = records
-    if progress:
-        from tqdm.auto import tqdm
-
-        iterator = tqdm(records, desc="evaluate", unit="image")
-    predictions: list[tuple[Path, np.ndarray, float | None]] = []
-    for rec in iterator:
-        try:
-            raw, gt = rec.load()
-            if raw.shape[1] * scale != gt.shape[0] or raw.shape[2] * scale != gt.shape[1]:
-                raise DfcanError(
-                    f"{rec.gt_path}: GT of {gt.shape[0]}x{gt.shape[1]} is not {scale}x the raw "
-                    f"{raw.shape[1]}x{raw.shape[2]} of {rec.raw_path.name}; the run's scale is {scale}"
-                )
-            x = _network_input(raw, channels, rec.raw_path)
-            if normalization == "divide65535":
-                pred = predict_image(model, x / 65535.0, scale=scale, tile_size=tile_size, overlap=overlap,
-                                     normalize=False, name=str(rec.raw_path))
-            else:
-                pred = predict_image(model, x, scale=scale, tile_size=tile_size, overlap=overlap,
-                                     name=str(rec.raw_path))
-            wf = raw.sum(axis=0)
-            bicubic = bicubic_upsample((wf - wf.min()) / (wf.max() - wf.min() + 1e-7), scale)
-            raw_px = read_mrc_header(rec.raw_path).get("pixel_size_nm") or data.get("pixel_size_nm") \
-                or BIOSR_RAW_PIXEL_NM
-            raw_px = float(raw_px)
-            sr_px = raw_px / scale
-            # The baseline's resolution is the wide-field image's own: interpolation adds no
-            # information, and its spectral replicas read as signal to decorrelation analysis.
-            for method, image, res_image, px in (("model", pred, pred, sr_px), ("bicubic", bicubic, wf, raw_px)):
-                row: dict[str, Any] = {"specimen": rec.specimen, "cell": rec.cell, "level": rec.level,
-                                       "method": method, **evaluate_pair(image, gt)}
-                row["resolution_nm"] = decorrelation_resolution(res_image, px) if resolution else float("nan")
-                result.rows.append(row)
-            if save_predictions:
-                dest = Path("predictions") / rec.specimen / f"Cell_{rec.cell:03d}_level_{rec.level:02d}.tif"
-                predictions.append((dest, pred, sr_px))
-        except DfcanError as exc:
-            result.failures.append((rec.raw_path, str(exc)))
-        except Exception as exc:  # noqa: BLE001 -- any failure is reported per record; the others continue
-            result.failures.append((rec.raw_path, f"{rec.raw_path}: {type(exc).__name__}: {exc}"))
+    found: list = []
+    result.rows, result.failures = score_records(
+        run_dir, records, which=which, backend=backend, tile_size=tile_size, overlap=overlap,
+        resolution=resolution, progress=progress, predictions=found if save_predictions else None)
+    predictions = [(Path("predictions") / rec.specimen / f"Cell_{rec.cell:03d}_level_{rec.level:02d}.tif", pred, px)
+                   for rec, pred, px in found]
     if not result.rows:
         details = "; ".join(m for _, m in result.failures[:3])
         raise DfcanError(f"{data_root}: no record could be evaluated ({details})")
@@ -413,58 +459,3 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
-
-
-# --------------------------------------------------------------------------- CLI
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from dfcan_tf.inference.predict import BACKENDS, parse_tile_size
-
-    parser.add_argument("run", help="run folder (config.json + weights/)")
-    parser.add_argument("data", help="BioSR-layout test set (root or one specimen folder)")
-    parser.add_argument("-o", "--output", required=True, help="output folder for metrics.csv, summary.csv, plots")
-    parser.add_argument("--specimens", help="comma-separated specimen folders (default: all)")
-    parser.add_argument("--cells", help="cell numbers, e.g. 36-50 (default: all)")
-    parser.add_argument("--levels", help="signal levels, e.g. 1-9 (default: all)")
-    parser.add_argument("--which", choices=("best", "last"), default="best", help="weights (default: best)")
-    parser.add_argument("--backend", choices=BACKENDS, default="keras", help="inference backend (default: keras)")
-    parser.add_argument("--tile-size", type=parse_tile_size, default=None, metavar="auto|0|N",
-                        help="tile side in input pixels (default auto: whole image when it fits)")
-    parser.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP, help=f"tile overlap (default {DEFAULT_OVERLAP})")
-    parser.add_argument("--no-resolution", action="store_true", help="skip the decorrelation resolution")
-    parser.add_argument("--save-predictions", action="store_true", help="also write every prediction as TIFF")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace the output folder if it holds a previous 'dfcan evaluate' output")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
-def run_from_args(args: argparse.Namespace) -> int:
-    specimens = [s for s in args.specimens.split(",") if s] if args.specimens else None
-    result = evaluate_run(
-        args.run, args.data, args.output, specimens=specimens, cells=args.cells, levels=args.levels,
-        which=args.which, backend=args.backend, tile_size=args.tile_size, overlap=args.overlap,
-        resolution=not args.no_resolution, save_predictions=args.save_predictions, overwrite=args.overwrite,
-        progress=not args.no_progress,
-    )
-    for specimen in sorted({r["specimen"] for r in result.rows}):
-        print(f"{specimen}: " + ", ".join(
-            f"{m} {result.mean(m, 'model', specimen):.4g} (bicubic {result.mean(m, 'bicubic', specimen):.4g})"
-            for m in ("psnr", "ssim", "nrmse", "resolution_nm")))
-    if result.missing:
-        counts: dict[str, int] = defaultdict(int)
-        for m in result.missing:
-            counts[m["specimen"]] += 1
-        print("missing records (their levels are averaged over fewer cells; column n of summary.csv): "
-              + ", ".join(f"{s} {k}" for s, k in sorted(counts.items())) + f"; listed in {result.missing_path}")
-        for m in result.missing[:5]:
-            print(f"  {m['specimen']} cell {m['cell']} level {m['level']}: no {m['missing_file']}")
-        if len(result.missing) > 5:
-            print(f"  ... and {len(result.missing) - 5} more")
-    print(result.csv_path)
-    print(result.summary_path)
-    for path in result.plots:
-        print(path)
-    for _path, message in result.failures:
-        print(f"dfcan evaluate: error: {message}", file=sys.stderr)
-    return 0 if result.ok else 1

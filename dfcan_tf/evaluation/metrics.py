@@ -1,9 +1,9 @@
-"""Image-quality measures of the paper, in numpy: MSE, NRMSE, PSNR, SSIM, MS-SSIM, resolution.
+"""Pixel image-quality measures of the paper, in numpy: MSE, NRMSE, PSNR, SSIM, MS-SSIM.
 
-Conventions (as the reference computes them)
---------------------------------------------
+Conventions (as the authors compute them)
+-----------------------------------------
 * Every comparison first min-max normalises the ground truth and the output
-  *per image* to [0, 1] (:func:`minmax_norm`, the reference's 0–100th
+  *per image* to [0, 1] (:func:`minmax_norm`, the authors' 0–100th
   percentile normalisation with its ``1e-7`` guard against flat images).
 * ``mse`` is the mean squared difference; ``nrmse`` is scikit-image's default
   (``normalization="euclidean"``): ``sqrt(mse) / sqrt(mean(gt**2))``; ``psnr``
@@ -25,13 +25,8 @@ Conventions (as the reference computes them)
   first four scales and the full SSIM of the last, each clipped at 0. It needs
   images of at least 176×176 pixels (11 × 2⁴); smaller images give NaN.
 
-Resolution
-----------
-* :func:`decorrelation_resolution`: decorrelation analysis (Descloux,
-  Grußmayer & Radenovic, Nature Methods 16, 918–924, 2019) from a single image.
-* :func:`frc_resolution`: Fourier ring correlation of two independent noisy
-  acquisitions of the same field, 1/7 (or half-bit) threshold.
-Both return nanometres given the pixel size.
+Resolution measures (decorrelation analysis, FRC) are in
+:mod:`dfcan_tf.evaluation.resolution`. See ``docs/metrics.md``.
 """
 
 from __future__ import annotations
@@ -40,6 +35,7 @@ import math
 
 import numpy as np
 
+from dfcan_tf.data.normalize import Normalizer
 from dfcan_tf.errors import DfcanError
 
 SSIM_WINDOW = 11
@@ -47,14 +43,9 @@ SSIM_SIGMA = 1.5
 SSIM_K1 = 0.01
 SSIM_K2 = 0.03
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
-_NORM_EPS = 1e-7
 
 __all__ = [
-    "decorrelation_curve",
-    "decorrelation_resolution",
     "evaluate_pair",
-    "frc_curve",
-    "frc_resolution",
     "minmax_norm",
     "ms_ssim",
     "mse",
@@ -67,14 +58,16 @@ __all__ = [
 # --------------------------------------------------------------------------- normalisation
 
 
-def minmax_norm(image: np.ndarray) -> np.ndarray:
-    """Min-max normalise ``image`` to [0, 1] as the reference does (float64).
+_METRIC_NORMALIZER = Normalizer(mode="minmax", eps=1e-7, clip=True)
 
-    ``(x - min) / (max - min + 1e-7)``, clipped to [0, 1]; a flat image maps to zeros.
+
+def minmax_norm(image: np.ndarray) -> np.ndarray:
+    """Min-max normalise ``image`` to [0, 1] as the authors do (float64).
+
+    ``(x - min) / (max - min + 1e-7)``, clipped to [0, 1]; a flat image maps to
+    zeros (:class:`dfcan_tf.data.normalize.Normalizer` with ``eps=1e-7, clip=True``).
     """
-    x = np.asarray(image, dtype=np.float64)
-    lo, hi = float(np.min(x)), float(np.max(x))
-    return np.clip((x - lo) / (hi - lo + _NORM_EPS), 0.0, 1.0)
+    return _METRIC_NORMALIZER.normalize(image, dtype=np.float64)
 
 
 def _pair(pred: np.ndarray, gt: np.ndarray, normalize: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -188,22 +181,19 @@ def ms_ssim(pred: np.ndarray, gt: np.ndarray, *, normalize: bool = True, data_ra
     return float(np.prod(np.power(values, MS_SSIM_WEIGHTS)))
 
 
-def evaluate_pair(pred: np.ndarray, gt: np.ndarray, *, pixel_size_nm: float | None = None) -> dict[str, float]:
+def evaluate_pair(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
     """All pixel metrics of ``pred`` against ``gt`` after per-image min-max normalisation.
 
     Parameters
     ----------
     pred, gt
         2-D images of the same shape (any dtype; both are normalised).
-    pixel_size_nm
-        When given, also the decorrelation resolution of ``pred`` in nm
-        (key ``"resolution_nm"``).
 
     Returns
     -------
     dict
         ``mse``, ``nrmse``, ``psnr``, ``ssim``, ``ms_ssim`` (NaN below
-        176×176) and optionally ``resolution_nm``.
+        176×176); the resolution is :mod:`dfcan_tf.evaluation.resolution`'s.
     """
     p, g = _pair(pred, gt, True)
     out = {
@@ -213,289 +203,4 @@ def evaluate_pair(pred: np.ndarray, gt: np.ndarray, *, pixel_size_nm: float | No
         "ssim": ssim(p, g, normalize=False) if min(p.shape) >= SSIM_WINDOW else float("nan"),
         "ms_ssim": ms_ssim(p, g, normalize=False),
     }
-    if pixel_size_nm is not None:
-        out["resolution_nm"] = decorrelation_resolution(pred, pixel_size_nm)
     return out
-
-
-# --------------------------------------------------------------------------- Fourier helpers
-
-
-def _edge_apodize(image: np.ndarray, width: int | None = None) -> np.ndarray:
-    """Subtract the mean and taper the outer ``width`` pixels with a cosine ramp.
-
-    Removes the cross-shaped spectral leakage of the image border, which would
-    otherwise look like high-frequency content (Descloux et al. apodise 20 px).
-    """
-    x = np.asarray(image, dtype=np.float64)
-    x = x - x.mean()
-    h, w = x.shape
-    if width is None:
-        width = max(1, min(20, min(h, w) // 8))
-
-    def ramp(n: int) -> np.ndarray:
-        win = np.ones(n)
-        t = 0.5 - 0.5 * np.cos(np.pi * (np.arange(width) + 0.5) / width)
-        win[:width] = t
-        win[n - width :] = t[::-1]
-        return win
-
-    return x * ramp(h)[:, None] * ramp(w)[None, :]
-
-
-def _radial_grid(shape: tuple[int, int]) -> np.ndarray:
-    """Normalised spatial frequency of each (unshifted) FFT bin: 1 = Nyquist (0.5 cycles/pixel)."""
-    fy = np.fft.fftfreq(shape[0])[:, None]
-    fx = np.fft.fftfreq(shape[1])[None, :]
-    return 2.0 * np.sqrt(fy * fy + fx * fx)
-
-
-def _check_image(image: np.ndarray, name: str) -> np.ndarray:
-    x = np.squeeze(np.asarray(image, dtype=np.float64))
-    if x.ndim != 2 or min(x.shape) < 16:
-        raise DfcanError(f"{name} needs a 2-D image of at least 16x16 pixels. Received: shape={np.shape(image)}")
-    if not np.all(np.isfinite(x)):
-        raise DfcanError(f"{name} needs a finite image; it contains NaN or inf")
-    return x
-
-
-# --------------------------------------------------------------------------- decorrelation analysis
-
-
-def _local_max(d: np.ndarray, min_drop: float = 5e-4) -> int:
-    """Index of the decorrelation peak, or 0 when the curve has none.
-
-    The highest value counts only if it is not at the end of the curve and the
-    curve falls by at least ``min_drop`` after it; otherwise the tail is cut and
-    the search repeats (Descloux et al.'s rule for a local maximum).
-    """
-    d = np.asarray(d)
-    end = d.size
-    while end > 1:
-        i = int(np.argmax(d[:end]))
-        if i == 0:
-            return 0
-        if i < end - 1 and d[i] - np.min(d[i:end]) >= min_drop:
-            return i
-        end -= 1
-    return 0
-
-
-def _peak(d: np.ndarray, grid: np.ndarray, min_amplitude: float) -> tuple[float, float]:
-    """(position, amplitude) of a curve's decorrelation peak; (0, 0) if none or below ``min_amplitude``."""
-    i = _local_max(d)
-    if i == 0 or d[i] < min_amplitude:
-        return 0.0, 0.0
-    return float(grid[i]), float(d[i])
-
-
-class _RadialSums:
-    """Bins of a spectrum sorted by radius, to evaluate d(r) at many radii cheaply."""
-
-    def __init__(self, radius: np.ndarray):
-        self.order = np.argsort(radius, axis=None)
-        self.r_sorted = radius.ravel()[self.order]
-
-    def decorrelation(self, amp: np.ndarray, radii: np.ndarray, weight: np.ndarray | None = None) -> np.ndarray:
-        """d(r) for all ``radii`` at once.
-
-        With the normalised spectrum Iₙ = I/|I| the numerator Σ Re(I·conj(Iₙ·M))
-        is Σ_{|k|<r} |I| and Σ|Iₙ·M|² is the number of bins inside r, so
-        cumulative sums over the bins sorted by radius give every d(r) in one
-        pass. A real high-pass filter H multiplies only I, not Iₙ.
-        """
-        a = amp if weight is None else amp * weight
-        norm = math.sqrt(float(np.sum(a * a)))
-        if norm == 0.0:
-            return np.zeros_like(radii)
-        cum = np.cumsum(a.ravel()[self.order])
-        idx = np.searchsorted(self.r_sorted, radii, side="left")  # bins strictly inside r
-        d = np.zeros_like(radii)
-        ok = idx > 0
-        d[ok] = cum[idx[ok] - 1] / (norm * np.sqrt(idx[ok]))
-        return d
-
-
-def decorrelation_curve(image: np.ndarray, *, n_radii: int = 50) -> tuple[np.ndarray, np.ndarray]:
-    """The decorrelation function d(r) of ``image`` (no high-pass filtering).
-
-    Returns
-    -------
-    radii, d
-        Normalised frequency (1 = Nyquist) and the correlation coefficient of the
-        image with its phase-only spectrum low-passed at that radius.
-    """
-    x = _check_image(image, "decorrelation analysis")
-    spec = np.fft.fft2(_edge_apodize(x))
-    radii = np.linspace(0.0, 1.0, n_radii + 1)[1:]
-    return radii, _RadialSums(_radial_grid(x.shape)).decorrelation(np.abs(spec), radii)
-
-
-def decorrelation_resolution(
-    image: np.ndarray,
-    pixel_size_nm: float,
-    *,
-    n_radii: int = 50,
-    n_filters: int = 10,
-    min_amplitude: float = 0.05,
-    return_details: bool = False,
-) -> float | tuple[float, dict]:
-    """Image resolution by decorrelation analysis (Descloux et al., Nature Methods 2019).
-
-    The image (mean removed, edges apodised) is correlated with its own
-    phase-only spectrum restricted to a disc of radius r; the curve d(r) peaks
-    where signal gives way to noise. The search is repeated on the spectrum
-    high-pass filtered by ``1 - exp(-2π²σ²f²)`` for ``n_filters`` Gaussian
-    widths σ spaced geometrically from ``2 / r₀`` pixels (r₀: peak without
-    filtering) down to 0.15 pixels, then refined (4× finer radii) between the
-    widths that gave the highest cut-off and the best compromise sqrt(r·A).
-    Peaks lower than ``min_amplitude`` (0.05, the paper's SNR floor) are
-    rejected as unphysical. The cut-off k_c is the highest remaining peak
-    position and the resolution is ``2 · pixel_size / k_c`` (k_c = 1 is the
-    Nyquist frequency).
-
-    Parameters
-    ----------
-    image
-        2-D image, at least 16×16 pixels.
-    pixel_size_nm
-        Pixel size of ``image`` in nm.
-    n_radii
-        Sampling of r in (0, 1]; the refinement samples 4× finer.
-    n_filters
-        Number of high-pass widths per pass.
-    min_amplitude
-        Smallest peak height (correlation coefficient) accepted as signal.
-    return_details
-        Also return a dict with ``kc``, ``snr`` (peak amplitude A₀ of the
-        unfiltered curve), ``radii`` and ``d`` (unfiltered curve), ``sigmas``
-        and ``peaks`` ((r, A) of each high-pass curve of the first pass).
-
-    Returns
-    -------
-    float
-        Resolution in nm; ``inf`` when no peak exists (no structure above noise).
-    """
-    if not pixel_size_nm or pixel_size_nm <= 0:
-        raise DfcanError(f"pixel size must be positive. Received: pixel_size_nm={pixel_size_nm}")
-    x = _check_image(image, "decorrelation analysis")
-    amp = np.abs(np.fft.fft2(_edge_apodize(x)))
-    radius = _radial_grid(x.shape)
-    radii = np.linspace(0.0, 1.0, n_radii + 1)[1:]
-    sums = _RadialSums(radius)
-
-    d0 = sums.decorrelation(amp, radii)
-    r0, a0 = _peak(d0, radii, min_amplitude)
-
-    # Frequency of each bin in cycles/pixel for the Gaussian high-pass.
-    f2 = (radius / 2.0) ** 2
-
-    def peak_for(sigma: float, grid: np.ndarray) -> tuple[float, float]:
-        weight = 1.0 - np.exp(-2.0 * np.pi**2 * sigma**2 * f2)
-        return _peak(sums.decorrelation(amp, grid, weight), grid, min_amplitude)
-
-    sigma_max = 2.0 / r0 if r0 > 0 else max(x.shape) / 2.0
-    sigmas = np.exp(np.linspace(np.log(sigma_max), np.log(0.15), n_filters))
-    peaks = [peak_for(s, radii) for s in sigmas]
-    best_r = max([r0, *(r for r, _ in peaks)])
-
-    # Refinement: 4x finer radii, and widths spanning the filters that gave the
-    # highest cut-off and the best geometric mean sqrt(r·A) (resolution and SNR).
-    found = [i for i, (r, _) in enumerate(peaks) if r > 0]
-    if found:
-        i_max = max(found, key=lambda i: peaks[i][0])
-        i_gm = max(found, key=lambda i: peaks[i][0] * peaks[i][1])
-        lo_i, hi_i = min(i_max, i_gm), max(i_max, i_gm)
-        hi_sigma = sigmas[max(lo_i - 1, 0)]
-        lo_sigma = sigmas[min(hi_i + 1, n_filters - 1)]
-        fine = np.linspace(0.0, 1.0, 4 * n_radii + 1)[1:]
-        refine_sigmas = np.exp(np.linspace(np.log(hi_sigma), np.log(lo_sigma), n_filters))
-        best_r = max([best_r, *(peak_for(s, fine)[0] for s in refine_sigmas)])
-
-    resolution = 2.0 * float(pixel_size_nm) / best_r if best_r > 0 else float("inf")
-    if return_details:
-        return resolution, {"kc": best_r, "snr": a0, "radii": radii, "d": d0, "peaks": peaks, "sigmas": sigmas}
-    return resolution
-
-
-# --------------------------------------------------------------------------- FRC
-
-
-def frc_curve(image1: np.ndarray, image2: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Fourier ring correlation of two independent acquisitions of the same field.
-
-    Returns
-    -------
-    freq, frc, counts
-        Ring centre frequency in cycles/pixel (0 … 0.5), the FRC value, and the
-        number of Fourier bins in each ring (for the half-bit threshold).
-    """
-    a = _check_image(image1, "FRC")
-    b = _check_image(image2, "FRC")
-    if a.shape != b.shape:
-        raise DfcanError(f"FRC needs two images of the same shape. Received: {a.shape} and {b.shape}")
-    fa = np.fft.fft2(_edge_apodize(a))
-    fb = np.fft.fft2(_edge_apodize(b))
-    n = min(a.shape)
-    # Ring index: frequency in units of 1/n cycles/pixel, rounded.
-    ring = np.rint(_radial_grid(a.shape) / 2.0 * n).astype(np.int64).ravel()
-    n_rings = n // 2 + 1
-    keep = ring < n_rings
-    ring = ring[keep]
-    num = np.bincount(ring, (fa * np.conj(fb)).real.ravel()[keep], n_rings)
-    pa = np.bincount(ring, (np.abs(fa) ** 2).ravel()[keep], n_rings)
-    pb = np.bincount(ring, (np.abs(fb) ** 2).ravel()[keep], n_rings)
-    counts = np.bincount(ring, minlength=n_rings)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        frc = np.where(pa * pb > 0, num / np.sqrt(pa * pb), 0.0)
-    freq = np.arange(n_rings) / n
-    return freq, frc, counts
-
-
-def frc_resolution(
-    image1: np.ndarray,
-    image2: np.ndarray,
-    pixel_size_nm: float,
-    *,
-    threshold: str | float = "1/7",
-    return_details: bool = False,
-) -> float | tuple[float, dict]:
-    """Resolution from the FRC of two independent noisy acquisitions, in nm.
-
-    The FRC curve (smoothed over 3 rings) is searched from low to high
-    frequency for its first crossing below the threshold: the fixed 1/7 ≈ 0.143
-    (default), ``"halfbit"`` (van Heel & Schatz 2005) or a number. The crossing
-    frequency f (cycles/pixel, linearly interpolated) gives ``pixel_size / f``.
-    If the curve never crosses, the Nyquist limit ``2 · pixel_size`` is returned;
-    if it is already below at the first ring (no common structure), ``inf``.
-    """
-    if not pixel_size_nm or pixel_size_nm <= 0:
-        raise DfcanError(f"pixel size must be positive. Received: pixel_size_nm={pixel_size_nm}")
-    freq, frc, counts = frc_curve(image1, image2)
-    smooth = np.convolve(frc, np.ones(3) / 3.0, mode="same")
-    smooth[0], smooth[-1] = frc[0], frc[-1]
-    if threshold == "1/7":
-        thr = np.full_like(freq, 1.0 / 7.0)
-    elif threshold == "halfbit":
-        nb = np.sqrt(np.maximum(counts, 1))
-        thr = (0.2071 + 1.9102 / nb) / (1.2071 + 0.9102 / nb)
-    elif isinstance(threshold, (int, float)):
-        thr = np.full_like(freq, float(threshold))
-    else:
-        raise DfcanError(f"unknown FRC threshold. Received: threshold={threshold!r}; expected '1/7', 'halfbit' or a number")
-    below = np.nonzero(smooth[1:] < thr[1:])[0]
-    if below.size == 0:
-        f_cut = 0.5
-    else:
-        j = int(below[0]) + 1
-        if j == 1:
-            f_cut = 0.0  # uncorrelated already at the lowest ring: no resolvable structure
-        else:
-            # Linear interpolation of (smooth - thr) between rings j-1 and j.
-            y0, y1 = smooth[j - 1] - thr[j - 1], smooth[j] - thr[j]
-            t = y0 / (y0 - y1) if y0 != y1 else 0.0
-            f_cut = freq[j - 1] + t * (freq[j] - freq[j - 1])
-    resolution = float(pixel_size_nm) / f_cut if f_cut > 0 else float("inf")
-    if return_details:
-        return resolution, {"freq": freq, "frc": frc, "threshold": thr, "f_cut": f_cut}
-    return resolution

@@ -1,102 +1,70 @@
-"""Super-resolve whole acquisitions with a run folder: ``dfcan predict``.
+"""Super-resolve whole acquisitions with a run folder: ``dfcan predict`` (:mod:`dfcan_tf.cli.predict`).
 
 :func:`predict_image` runs a network on one image (SISR) or one raw SIM stack,
-whole or tiled; :func:`predict_files` does it for files, folders and globs of
-TIFF/MRC and writes 16-bit (or float32) ImageJ TIFFs named after the inputs.
+whole or tiled; :func:`dfcan_tf.inference.files.predict_files` does it for
+files, folders and globs of TIFF/MRC and writes 16-bit (or float32) ImageJ
+TIFFs named after the inputs.
+Any registered architecture works: the run's configuration comes from
+:func:`dfcan_tf.runs.load_run` (or its ``config.json`` for the other backends).
 
-Normalisation follows the reference (REFERENCE §6): the input is min-max
-normalised, the output is min-max normalised, optional hot-pixel removal, and
-the result is written as 16-bit TIFF. Runs trained with ``"divide65535"``
-normalisation get their input divided by 65535 and their output written as is.
+Normalisation (``docs/data.md#normalisation``): the input is normalised as the
+run's ``data.normalization`` says (:class:`dfcan_tf.data.normalize.Normalizer`;
+min-max by default, with the exact range and constant images refused), the
+output is min-max normalised, optional hot-pixel removal, and the result is
+written as 16-bit TIFF. Runs trained with ``"divide65535"`` get their input
+divided by 65535 and their output written as is.
 
 Whole image or tiles
 --------------------
 By default (``tile_size=None``) an image of up to :data:`WHOLE_IMAGE_MAX_PIXELS`
 input pixels (1024 × 1024) is predicted whole, a larger one in tiles of
-:data:`DEFAULT_TILE_SIZE` (512) with :data:`DEFAULT_OVERLAP` (32) pixels of
-overlap. Measured on this project's CI machine with the paper's DFCAN (1.93 M
-parameters, ×2, graph mode): peak memory above the idle process is 0.8 GB for a
-whole 512² input, 3.2 GB for a whole 1024² input, and 0.25 GB (256² tiles) or
-1.0 GB (512² tiles, ``dfcan benchmark predict``: +988 MB, process maximum
-1.7 GB; stated bound :data:`PEAK_MEMORY_2048_MB`, asserted by a slow test) for a 2048² input predicted tiled to 4096² — the tile, not the image,
-sets it. (Eager calls of the Keras model instead keep every intermediate
-tensor: 7.7 GB for a whole 512² input; hence the ``tf.function``.)
+:data:`DEFAULT_TILE_SIZE` (512); the tile, not the image, sets the memory
+(``dfcan benchmark predict``; measured figures in ``docs/README.md``).
 
-Tiled versus whole
-------------------
-DFCAN's Fourier channel attention is global over its input (FFT magnitude,
-then a global average pool), and the spectrum magnitude grows with the input
-size, so a tile's attention weights differ from the whole image's and tiled
-output can never equal whole output. The overlap does not matter for this
-(16, 32 or 64 pixels give the same figures); the tile/image size ratio does.
-NRMSE between min-max normalised tiled and whole outputs, overlap 32:
-
-=========================================  =====  =====  ===========  ========
-model, image                               side   tile   NRMSE        max diff
-=========================================  =====  =====  ===========  ========
-trained DFCAN (250 steps), simulated       512    256    0.50 %       0.0064
-microtubules at 60 and 600 photons         512    128    0.79–0.90 %  0.011
-random-init DFCAN, simulated filaments     384    256    0.26–0.54 %  0.012
-random-init DFCAN, simulated filaments     1024   512    0.71 %       0.019
-random-init DFCAN, simulated filaments     1024   256    1.67 %       0.038
-=========================================  =====  =====  ===========  ========
-
-What is visible is set by the data: predicting a second acquisition of the
-same scene (a new Poisson draw) changes the trained model's whole-image
-output by 1.8 % NRMSE (max 0.023) at 600 photons and 5.0 % (max 0.083) at 60
-photons, 3–10× the tiling difference; and tiling moved the NRMSE against the
-GT-SIM image from 0.2946 to 0.2950 (tile 256) — far below anything a reader
-of the metrics or of the image would notice. Hence the defaults: whole image
-up to 1024² input pixels (no difference at all), 512-pixel tiles with 32
-pixels overlap beyond (a 2048² image is a tile/image ratio of 4: about 0.9 %
-with the trained model, 1.7 % with the random one). Smaller tiles
-(``tile_size=256``) cut memory and time further at about twice the difference.
-The overlap only has to hide the zero padding of the convolutions (local halo
-:func:`dfcan_tf.inference.tiling.dfcan_halo` = 35 px; the blending window discards the
-outer quarter of each overlap band).
+The default overlap (``overlap=None``) is the network's *measured* receptive
+field, rounded up to a multiple of 8 (:func:`dfcan_tf.nets.registry.default_overlap`;
+see ``docs/architecture.md#global-attention-and-tiling``), so it covers the
+zero-padding effects of the convolutions of whatever architecture the run
+holds. A network known only as a callable with no configuration falls back to
+:data:`FALLBACK_OVERLAP`. Global operations (DFCAN's Fourier channel attention)
+make tiled output differ slightly from whole-image output whatever the overlap;
+the tile/image size ratio, not the overlap, sets that difference.
 """
 
 from __future__ import annotations
 
-import argparse
-import glob
 import os
-import sys
-import time
 import weakref
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from dfcan_tf import safety
+from dfcan_tf.data.normalize import Normalizer, minmax_scale
 from dfcan_tf.errors import DfcanError
-from dfcan_tf.inference.tiling import predict_tiled, tile_specs
+from dfcan_tf.inference.backends import BACKENDS
+from dfcan_tf.inference.tiling import predict_tiled
 from dfcan_tf.nets import registry
 
 DEFAULT_TILE_SIZE = 512
-DEFAULT_OVERLAP = 32
+# Overlap used only when nothing is known about the network (a bare callable without a configuration or
+# artefact): 32 px covers the 3×3-convolution reach of small and mid-sized networks; see overlap_for().
+FALLBACK_OVERLAP = 32
 WHOLE_IMAGE_MAX_PIXELS = 1024 * 1024
 MIN_IMAGE_SIZE = 8
 OUTLIER_THRESHOLD = 0.2
-INPUT_SUFFIXES = (".tif", ".tiff", ".mrc", ".dv")
-BACKENDS = ("keras", "onnx", "tflite", "saved_model")
 
 __all__ = [
-    "DEFAULT_OVERLAP",
     "DEFAULT_TILE_SIZE",
+    "FALLBACK_OVERLAP",
     "WHOLE_IMAGE_MAX_PIXELS",
-    "PredictSummary",
-    "benchmark_predict",
-    "expand_inputs",
-    "measure_tiled_prediction",
-    "predict_file",
-    "predict_files",
+    "ResolvedRun",
+    "overlap_for",
     "predict_image",
     "remove_hot_pixels",
     "resolve_run",
+    "config_for_artefact",
 ]
 
 
@@ -104,7 +72,7 @@ __all__ = [
 
 
 def remove_hot_pixels(image: np.ndarray, threshold: float = OUTLIER_THRESHOLD) -> np.ndarray:
-    """Replace hot pixels by the mean of their 4 neighbours (REFERENCE §6).
+    """Replace hot pixels by the mean of their 4 neighbours (``docs/metrics.md``).
 
     A pixel is a hot pixel when it exceeds the mean of its 4 neighbours by more
     than ``threshold`` (on the [0, 1] normalised output), i.e. when the
@@ -125,8 +93,14 @@ def remove_hot_pixels(image: np.ndarray, threshold: float = OUTLIER_THRESHOLD) -
     return np.where(hot, neighbours, x).astype(np.float32)
 
 
+_EXACT_MINMAX = Normalizer(mode="minmax", eps=0.0)
+
+
 def _minmax(x: np.ndarray, name: str = "image", what: str = "input") -> np.ndarray:
-    """Min-max normalise ``x`` to [0, 1] as float32, computing in float64.
+    """Min-max normalise ``x`` to [0, 1] as float32 with the exact range, computing in float64.
+
+    :class:`~dfcan_tf.data.normalize.Normalizer` ``("minmax", eps=0)``: no
+    epsilon, so a constant ``x`` is refused instead of mapped to zeros.
 
     Float64 arithmetic keeps inputs of any magnitude (float32 up to ±3.4e38,
     float64 up to ±1e300) exact enough; the result is checked to be finite.
@@ -148,7 +122,8 @@ def _minmax(x: np.ndarray, name: str = "image", what: str = "input") -> np.ndarr
         non-finite values.
     """
     x64 = np.asarray(x, dtype=np.float64)
-    lo, hi = float(np.min(x64)), float(np.max(x64))
+    scaling = _EXACT_MINMAX.scaling(x64)
+    lo, hi = float(scaling.lo), float(scaling.hi)
     if not (np.isfinite(lo) and np.isfinite(hi)):
         source = "pixel values" if what == "input" else "values produced by the model"
         raise DfcanError(f"{name}: the {what} has NaN or infinite {source}; cannot normalise it")
@@ -159,11 +134,10 @@ def _minmax(x: np.ndarray, name: str = "image", what: str = "input") -> np.ndarr
             f"{name}: the model's output is constant (value {lo:g}) for a non-constant input; "
             "the model does not respond to this image (untrained or collapsed weights?)"
         )
-    span = hi - lo
-    if np.isfinite(span):
-        out = (x64 - lo) / span
+    if np.isfinite(hi - lo):
+        out = minmax_scale(x64, lo, hi, eps=0.0)
     else:  # lo and hi near ±1.8e308: their difference overflows float64, halves do not
-        out = (x64 * 0.5 - lo * 0.5) / (hi * 0.5 - lo * 0.5)
+        out = minmax_scale(x64 * 0.5, lo * 0.5, hi * 0.5, eps=0.0)
     if not np.all(np.isfinite(out)):
         raise DfcanError(
             f"{name}: min-max normalisation of the {what} gave non-finite values (range {lo:g} to {hi:g})"
@@ -171,10 +145,21 @@ def _minmax(x: np.ndarray, name: str = "image", what: str = "input") -> np.ndarr
     return out.astype(np.float32)
 
 
+def _normalize_other(image: np.ndarray, normalizer: Normalizer, name: str) -> np.ndarray:
+    """Normalise an input with a non-min-max ``normalizer`` (percentile), refusing what cannot be normalised."""
+    x64 = np.asarray(image, dtype=np.float64)
+    if float(np.min(x64)) == float(np.max(x64)):
+        raise DfcanError(f"{name}: image is constant (value {float(np.min(x64)):g}); nothing to super-resolve")
+    out = normalizer.normalize(x64)
+    if not np.all(np.isfinite(out)):
+        raise DfcanError(f"{name}: {normalizer.mode} normalisation of the input gave non-finite values")
+    return out
+
+
 _PREDICTORS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _predictor(model: Any) -> tuple[Callable[[np.ndarray], np.ndarray], int | None]:
+def predictor(model: Any) -> tuple[Callable[[np.ndarray], np.ndarray], int | None]:
     """A numpy → numpy batch function for ``model`` and its input channel count.
 
     Keras models run through one ``tf.function`` with a shape-polymorphic
@@ -206,7 +191,73 @@ def _predictor(model: Any) -> tuple[Callable[[np.ndarray], np.ndarray], int | No
     raise DfcanError(f"cannot predict with an object of type {type(model).__name__}; expected a keras.Model or a callable")
 
 
-def _check_image(image: np.ndarray, name: str) -> None:
+_MEASURED_OVERLAPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _round_overlap(receptive_field: int) -> int:
+    return int(-(-int(receptive_field) // 8) * 8)
+
+
+def config_for_artefact(path: str | os.PathLike) -> Any | None:
+    """The network configuration of an exported artefact, or None when nothing tells it.
+
+    Read from the ONNX metadata (``dfcan_tf.config``, written by ``dfcan export``)
+    of a ``.onnx`` file, else from the run folder the artefact sits in or next
+    to (``RUN/export/model.onnx``: the folder holding ``config.json``).
+    """
+    path = Path(path)
+    if path.suffix.lower() == ".onnx" and path.is_file():
+        try:
+            import json
+
+            import onnx
+
+            proto = onnx.load(str(path), load_external_data=False)
+            for prop in proto.metadata_props:
+                if prop.key == "dfcan_tf.config":
+                    return registry.config_from_dict(json.loads(prop.value)["model"])
+        except Exception:  # noqa: BLE001 -- no readable metadata: look for the run folder instead
+            pass
+    from dfcan_tf import runs
+
+    for folder in (path, path.parent, path.parent.parent):
+        if (folder / "config.json").is_file():
+            try:
+                return runs.read_run_config(folder)[1]
+            except DfcanError:
+                continue
+    return None
+
+
+def overlap_for(model: Any, *, config: Any = None, scale: int | None = None) -> int:
+    """The default tile overlap for ``model``, in input pixels (a multiple of 8).
+
+    In order: the measured receptive field of ``config``'s network
+    (:func:`dfcan_tf.nets.registry.default_overlap`); of the configuration of
+    the artefact ``model.path`` (:func:`config_for_artefact`); of ``model``
+    itself when it is a Keras model (measured once per model); else
+    :data:`FALLBACK_OVERLAP`.
+    """
+    if config is not None:
+        return registry.default_overlap(config)
+    path = getattr(model, "path", None)
+    if path is not None:
+        found = config_for_artefact(path)
+        if found is not None:
+            return registry.default_overlap(found)
+    import keras
+
+    if isinstance(model, keras.Model) and scale:
+        cached = _MEASURED_OVERLAPS.get(model)
+        if cached is None:
+            channels = int(model.input_shape[-1])
+            cached = _round_overlap(registry.measure_receptive_field(model, channels, int(scale)))
+            _MEASURED_OVERLAPS[model] = cached
+        return cached
+    return FALLBACK_OVERLAP
+
+
+def check_image(image: np.ndarray, name: str) -> None:
     if image.dtype.kind not in "uif":
         raise DfcanError(f"{name}: unsupported pixel type {image.dtype}; expected 8/16/32-bit integers or floats")
     if image.ndim < 2 or image.size == 0:
@@ -232,12 +283,14 @@ def predict_image(
     *,
     scale: int,
     tile_size: int | None = None,
-    overlap: int = DEFAULT_OVERLAP,
+    overlap: int | None = None,
     batch_size: int = 1,
     normalize: bool = True,
+    normalizer: Normalizer | None = None,
     remove_outliers: bool = False,
     progress: bool = False,
     name: str = "image",
+    config: Any = None,
 ) -> np.ndarray:
     """Super-resolve one image (SISR) or one raw SIM stack.
 
@@ -256,7 +309,8 @@ def predict_image(
         else tiles of :data:`DEFAULT_TILE_SIZE`. ``0``: always whole. A positive
         number: tiles of that side (whole if the image is not larger).
     overlap
-        Minimum overlap of neighbouring tiles in input pixels.
+        Minimum overlap of neighbouring tiles in input pixels; ``None`` (default):
+        :func:`overlap_for` the model (the measured receptive field).
     batch_size
         Tiles per network call.
     normalize
@@ -267,12 +321,18 @@ def predict_image(
         stretching it would only show the network's border and checkerboard
         response. Without ``normalize`` the input is used as given (it must fit
         float32) and the raw network output returned.
+    normalizer
+        The run's input normalisation when it is not min-max (``"percentile"``);
+        the output is min-max normalised all the same. ``None``: min-max.
     remove_outliers
         Replace hot pixels in the output (:func:`remove_hot_pixels`).
     progress
         tqdm bar over tiles.
     name
         Used in error messages (the file name).
+    config
+        The network's configuration, for the default overlap (any registered
+        architecture); measured only when the image is tiled.
 
     Returns
     -------
@@ -293,13 +353,15 @@ def predict_image(
         image = image[None]
     if image.ndim != 3:
         raise DfcanError(f"{name}: expected an (H, W) image or a (frames, H, W) stack. Received: shape={image.shape}")
-    _check_image(image, name)
-    run, channels = _predictor(model)
+    check_image(image, name)
+    run, channels = predictor(model)
     if channels is not None and image.shape[0] != channels:
         raise DfcanError(
             f"{name}: the model takes {channels} input frame(s) per image, the input has {image.shape[0]}"
         )
-    if normalize:  # in float64: float64 input beyond 3.4e38 is inf in float32, and x - min overflows near it
+    if normalize and normalizer is not None and normalizer.mode != "minmax":
+        x = np.moveaxis(_normalize_other(image, normalizer, name), 0, -1)
+    elif normalize:  # in float64: float64 input beyond 3.4e38 is inf in float32, and x - min overflows near it
         x = np.moveaxis(_minmax(image, name, "input"), 0, -1)
     else:
         with np.errstate(over="ignore"):
@@ -324,7 +386,8 @@ def predict_image(
         return np.asarray(run(x[None]))[0, ..., 0]
 
     def tiled(side: int) -> np.ndarray:
-        return predict_tiled(run, x, scale=scale, tile_size=side, overlap=min(overlap, side // 2),
+        ov = overlap_for(model, config=config, scale=scale) if overlap is None else int(overlap)
+        return predict_tiled(run, x, scale=scale, tile_size=side, overlap=min(ov, side // 2),
                              batch_size=batch_size, progress=progress)
 
     if tile == 0 or tile >= max(h, w):
@@ -348,58 +411,21 @@ def predict_image(
 # --------------------------------------------------------------------------- files
 
 
-@dataclass
-class PredictSummary:
-    """What :func:`predict_files` did: written outputs and per-file failures."""
+class ResolvedRun(NamedTuple):
+    """A network ready to predict with, and what prediction needs to know about it."""
 
-    outputs: list[Path] = field(default_factory=list)
-    failures: list[tuple[Path, str]] = field(default_factory=list)
-    seconds: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return not self.failures
-
-    def __str__(self) -> str:
-        return f"{len(self.outputs)} written, {len(self.failures)} failed in {self.seconds:.1f} s"
+    model: Any
+    data: dict
+    scale: int
+    input_channels: int
+    config: Any  # the network configuration (any registered architecture)
 
 
-def expand_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
-    """Files named by ``inputs``: files, folders (their TIFF/MRC files) and glob patterns.
-
-    Raises
-    ------
-    DfcanError
-        When an entry matches nothing.
-    """
-    if isinstance(inputs, (str, os.PathLike)):
-        inputs = [inputs]
-    files: list[Path] = []
-    for entry in inputs:
-        p = Path(entry)
-        if p.is_dir():
-            found = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in INPUT_SUFFIXES)
-            if not found:
-                raise DfcanError(f"{p}: folder holds no TIFF or MRC files ({', '.join(INPUT_SUFFIXES)})")
-            files.extend(found)
-        elif p.exists():
-            files.append(p)
-        elif glob.has_magic(str(entry)):
-            found = sorted(Path(f) for f in glob.glob(str(entry)) if Path(f).is_file())
-            if not found:
-                raise DfcanError(f"{entry}: pattern matches no files")
-            files.extend(found)
-        else:
-            raise DfcanError(f"{p}: no such file or folder")
-    unique = list(dict.fromkeys(files))
-    return unique
-
-
-def resolve_run(run: Any, backend: str, which: str) -> tuple[Any, dict, int, int]:
-    """Return ``(model, data config, scale, input channels)`` of a run folder or a loaded Run.
+def resolve_run(run: Any, backend: str, which: str) -> ResolvedRun:
+    """Return ``(model, data config, scale, input channels, network config)`` of a run folder or a loaded Run.
 
     ``backend="keras"`` loads the Keras network; ``"onnx"``, ``"tflite"`` and
-    ``"saved_model"`` ask :func:`dfcan_tf.export.run.load_backend` for a callable
+    ``"saved_model"`` ask :func:`dfcan_tf.inference.backends.load_backend` for a callable
     on the same run (it exports the run first when needed).
     """
     if backend not in BACKENDS:
@@ -410,337 +436,19 @@ def resolve_run(run: Any, backend: str, which: str) -> tuple[Any, dict, int, int
         if backend != "keras":
             run = run.path
         else:
-            return run.model, dict(run.data), run.scale, run.input_channels
+            return ResolvedRun(run.model, dict(run.data), run.scale, run.input_channels, run.model_config)
     if backend == "keras":
         # The sampled-DFT spectrum equals the FFT one to ~1e-6 and is faster for inference
-        # (502²: 2.6 s vs 4.7 s for the paper's DFCAN on 2 cores; `dfcan benchmark predict`).
+        # (`dfcan benchmark predict`).
         loaded = runs.load_run(run, which=which, spectrum="dft")
-        return loaded.model, dict(loaded.data), loaded.scale, loaded.input_channels
+        return ResolvedRun(loaded.model, dict(loaded.data), loaded.scale, loaded.input_channels,
+                           loaded.model_config)
     doc, model_config = runs.read_run_config(run)
-    # Imported here: only non-Keras backends need the export machinery.
-    from dfcan_tf.export.run import load_backend
-
-    return (load_backend(run, backend, which=which), dict(doc.get("data") or {}), model_config.scale,
-            model_config.input_channels)
-
-
-def _reject_colour_tiff(path: Path) -> None:
-    """Raise if ``path`` is a TIFF tagged as colour (RGB samples, chunky or planar)."""
-    with open(path, "rb") as f:
-        if f.read(2) not in (b"II", b"MM"):
-            return  # not a TIFF (read_image has accepted it as MRC)
-    import tifffile
-
-    with tifffile.TiffFile(path) as tif:
-        axes = tif.series[0].axes if tif.series else ""
-        photometric = tif.pages[0].photometric if len(tif.pages) else None
-    if "S" in axes or photometric == tifffile.PHOTOMETRIC.RGB:
-        raise DfcanError(
-            f"{path}: colour (RGB) TIFF with axes {axes}; expected a grayscale image or stack of frames"
-        )
-
-
-def predict_file(
-    model: Any,
-    path: str | os.PathLike,
-    out_path: str | os.PathLike,
-    *,
-    scale: int,
-    input_channels: int,
-    data: dict | None = None,
-    tile_size: int | None = None,
-    overlap: int = DEFAULT_OVERLAP,
-    batch_size: int = 1,
-    dtype: str = "uint16",
-    remove_outliers: bool = False,
-    progress: bool = False,
-) -> Path:
-    """Predict one TIFF/MRC file and write the result to ``out_path`` (atomically).
-
-    Frames are grouped by ``input_channels``: a SISR model predicts every
-    frame of a time-lapse; a SIM model takes consecutive groups of 9 (or 25)
-    raw frames as one time point. The pixel size (file metadata, else the run's
-    ``data.pixel_size_nm``) is divided by ``scale``.
-    """
-    from dfcan_tf.data.files import read_image, write_tiff
-
-    path = Path(path)
-    data = data or {}
-    if dtype not in ("uint16", "float32"):
-        raise DfcanError(f"unsupported output type. Received: dtype={dtype!r}; expected 'uint16' or 'float32'")
-    stack, meta = read_image(path)
-    _reject_colour_tiff(path)
-    if stack.ndim != 3:
-        raise DfcanError(f"{path}: expected an image or a stack of frames. Received: shape={stack.shape}")
-    _check_image(stack, str(path))
-    n = stack.shape[0]
-    if n % input_channels:
-        kind = "SIM raw frames" if input_channels > 1 else "frames"
-        raise DfcanError(
-            f"{path}: has {n} frames, which do not split into groups of {input_channels} {kind} "
-            f"(the model's input channels); expected a multiple of {input_channels}"
-        )
-    normalization = data.get("normalization", "minmax")
-    groups = stack.reshape(n // input_channels, input_channels, *stack.shape[1:])
-    outputs = []
-    for group in groups:
-        if normalization == "divide65535":
-            x, norm = group.astype(np.float32) / 65535.0, False
-        else:
-            x, norm = group, True
-        outputs.append(predict_image(model, x, scale=scale, tile_size=tile_size, overlap=overlap,
-                                     batch_size=batch_size, normalize=norm, remove_outliers=remove_outliers,
-                                     progress=progress, name=str(path)))
-    result = outputs[0] if len(outputs) == 1 else np.stack(outputs)
-    pixel = meta.get("pixel_size_nm") or data.get("pixel_size_nm")
-    write_tiff(out_path, result, pixel_size_nm=(float(pixel) / scale) if pixel else None, dtype=dtype)
-    return Path(out_path)
-
-
-def predict_files(
-    run: Any,
-    inputs: str | os.PathLike | Iterable[str | os.PathLike],
-    out_dir: str | os.PathLike,
-    *,
-    backend: str = "keras",
-    which: str = "best",
-    tile_size: int | None = None,
-    overlap: int = DEFAULT_OVERLAP,
-    batch_size: int = 1,
-    dtype: str = "uint16",
-    remove_outliers: bool = False,
-    overwrite: bool = False,
-    progress: bool = True,
-) -> PredictSummary:
-    """Super-resolve files, folders and globs of TIFF/MRC with a run folder.
-
-    Parameters
-    ----------
-    run
-        Run folder path or a loaded :class:`dfcan_tf.runs.Run`.
-    inputs
-        A file, folder or glob pattern, or a list of them.
-    out_dir
-        Output folder; each output is ``<input stem>.tif``.
-    backend
-        ``"keras"`` (default), ``"onnx"``, ``"tflite"`` or ``"saved_model"``
-        (via :func:`dfcan_tf.export.run.load_backend`).
-    which
-        ``"best"`` or ``"last"`` weights (Keras backend).
-    tile_size, overlap, batch_size, remove_outliers
-        As :func:`predict_image`.
-    dtype
-        ``"uint16"`` (default; [0, 1] mapped to 0–65535) or ``"float32"``.
-    overwrite
-        Replace existing outputs, and only those a previous ``dfcan predict``
-        wrote (recorded in the output folder's manifest, see
-        :mod:`dfcan_tf.safety`); any other existing file is refused.
-    progress
-        tqdm bars over files and tiles.
-
-    Returns
-    -------
-    PredictSummary
-        Outputs written and ``(file, message)`` for every file that failed;
-        a failing file does not stop the others and leaves no output.
-
-    Raises
-    ------
-    DfcanError
-        For problems before any file is read or the network is loaded: bad run
-        folder, inputs that match nothing, outputs that would overwrite inputs
-        or each other, an output folder that is a file or not writable, or
-        existing outputs (without ``overwrite``, or not written by predict).
-    """
-    t0 = time.perf_counter()
-    files = expand_inputs(inputs)
-    out_dir = Path(out_dir)
-    targets: dict[Path, Path] = {}
-    for f in files:
-        out = out_dir / f"{f.stem}.tif"
-        if out in targets.values():
-            other = next(k for k, v in targets.items() if v == out)
-            raise DfcanError(f"{f} and {other} would both be written to {out}; predict them into different folders")
-        if out.exists() and out.resolve() == f.resolve():
-            raise DfcanError(f"{f}: the output {out} would overwrite the input; choose another output folder")
-        targets[f] = out
-    # Every destination is checked before the network is loaded or run.
-    if out_dir.exists() and not out_dir.is_dir():
-        raise DfcanError(f"{out_dir}: the output folder is an existing file; give a folder path "
-                         "(outputs are <input name>.tif)")
-    run_path = Path(getattr(run, "path", run))
-    for out in targets.values():
-        safety.check_output_file(out, command="predict", overwrite=overwrite, inputs=[*files, run_path])
-    model, data, scale, channels = resolve_run(run, backend, which)
-
-    summary = PredictSummary()
-    iterator: Iterable[Path] = files
-    if progress:
-        from tqdm.auto import tqdm
-
-        iterator = tqdm(files, desc="files", unit="file")
-    for f in iterator:
-        try:
-            summary.outputs.append(predict_file(
-                model, f, targets[f], scale=scale, input_channels=channels, data=data, tile_size=tile_size,
-                overlap=overlap, batch_size=batch_size, dtype=dtype, remove_outliers=remove_outliers,
-                progress=progress,
-            ))
-            safety.record_output(targets[f], "predict")
-        except DfcanError as exc:
-            summary.failures.append((f, str(exc)))
-        except Exception as exc:  # noqa: BLE001 -- any failure is reported per file; the others continue
-            summary.failures.append((f, f"{f}: {type(exc).__name__}: {exc}"))
-    summary.seconds = time.perf_counter() - t0
-    return summary
-
-
-# --------------------------------------------------------------------------- CLI
-
-
-def parse_tile_size(value: str) -> int | None:
-    """``--tile-size`` values: ``auto`` (None), 0 (never tile) or a positive side."""
-    if value == "auto":
-        return None
+    # Imported here: only non-Keras backends need onnxruntime / LiteRT.
     try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected 'auto', 0 or a pixel count, got {value!r}") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"tile size must be 'auto', 0 or positive, got {n}")
-    return n
+        from dfcan_tf.inference.backends import load_backend
+    except ImportError:  # pragma: no cover -- before the backends moved out of export
+        from dfcan_tf.inference.backends import load_backend
 
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run", help="run folder (config.json + weights/)")
-    parser.add_argument("inputs", nargs="+", help="TIFF/MRC files, folders or glob patterns")
-    parser.add_argument("-o", "--output", required=True, help="output folder (outputs are <input name>.tif)")
-    parser.add_argument("--backend", choices=BACKENDS, default="keras", help="inference backend (default: keras)")
-    parser.add_argument("--which", choices=("best", "last"), default="best", help="weights to use (default: best)")
-    parser.add_argument("--tile-size", type=parse_tile_size, default=None, metavar="auto|0|N",
-                        help=f"tile side in input pixels; auto (default): whole image up to "
-                             f"{int(WHOLE_IMAGE_MAX_PIXELS ** 0.5)}², else {DEFAULT_TILE_SIZE}; 0: never tile")
-    parser.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP, help=f"tile overlap (default {DEFAULT_OVERLAP})")
-    parser.add_argument("--batch-size", type=int, default=1, help="tiles per network call (default 1)")
-    parser.add_argument("--dtype", choices=("uint16", "float32"), default="uint16", help="output type (default uint16)")
-    parser.add_argument("--remove-outliers", action="store_true", help="replace hot pixels of the output")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace existing outputs written by a previous 'dfcan predict'")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-
-
-def run_from_args(args: argparse.Namespace) -> int:
-    summary = predict_files(
-        args.run, args.inputs, args.output, backend=args.backend, which=args.which, tile_size=args.tile_size,
-        overlap=args.overlap, batch_size=args.batch_size, dtype=args.dtype, remove_outliers=args.remove_outliers,
-        overwrite=args.overwrite, progress=not args.no_progress,
-    )
-    for path in summary.outputs:
-        print(path)
-    for _path, message in summary.failures:
-        print(f"dfcan predict: error: {message}", file=sys.stderr)
-    print(f"dfcan predict: {summary}", file=sys.stderr)
-    return 0 if summary.ok else 1
-
-
-# --------------------------------------------------------------------------- benchmark
-
-
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def _dfcan_gflop(cfg: Any, h: int, w: int, n_tiles: int, tile: int) -> float:
-    """Approximate GFLOP of one prediction (convolutions only; FFTs and pointwise ops ignored)."""
-    c, s, k = cfg.width, cfg.scale, 9
-    per_px = 2 * k * (cfg.input_channels * c + 2 * cfg.n_groups * cfg.n_blocks * c * c + c * c * s * s)
-    per_px += 2 * k * c * s * s  # output conv on the SR grid
-    pixels = n_tiles * tile * tile if n_tiles > 1 else h * w
-    attention = 2 * k * c * c * cfg.size_psc**2 * cfg.n_groups * cfg.n_blocks * max(n_tiles, 1)
-    return (per_px * pixels + attention) / 1e9
-
-
-PEAK_MEMORY_2048_MB = 1500  # stated bound for dfcan benchmark predict (measured: +988 MB)
-
-
-def measure_tiled_prediction(config: Any, side: int, tile: int, overlap: int = DEFAULT_OVERLAP) -> dict[str, Any]:
-    """Predict a random ``side``² image tiled with a freshly built ``config`` network; measure memory and time.
-
-    Peak memory is the process RSS, sampled every 5 ms while tracing and
-    predicting, minus the RSS once the model is built (measured before the
-    first network call: TensorFlow's allocator keeps the first tile's buffers,
-    so a later baseline would hide them; tracing is thus included, a
-    conservative bound, but excluded from the time).
-
-    Returns
-    -------
-    dict
-        ``seconds``, ``peak_mb`` (increase), ``base_mb``, ``maxrss_mb``
-        (lifetime maximum), ``n_tiles``, ``output_shape`` and ``gflop``.
-    """
-    import resource
-    import threading
-
-    import keras
-
-    keras.utils.set_random_seed(0)
-    model = registry.build(config)
-    image = np.random.default_rng(0).random((side, side), dtype=np.float32)
-    n_tiles = len(tile_specs((side, side), tile, overlap, scale=config.scale))
-    base = _rss_mb()
-    run, _ = _predictor(model)
-    peak = [base]
-    stop = threading.Event()
-
-    def sample() -> None:
-        while not stop.is_set():
-            peak[0] = max(peak[0], _rss_mb())
-            stop.wait(0.005)
-
-    thread = threading.Thread(target=sample, daemon=True)
-    thread.start()
-    try:
-        run(np.zeros((1, min(tile, side), min(tile, side), config.input_channels), np.float32))  # trace once
-        t0 = time.perf_counter()
-        out = predict_image(model, image, scale=config.scale, tile_size=tile, overlap=overlap, progress=False)
-        seconds = time.perf_counter() - t0
-    finally:
-        stop.set()
-        thread.join()
-    peak[0] = max(peak[0], _rss_mb())
-    return {
-        "seconds": seconds,
-        "peak_mb": peak[0] - base,
-        "base_mb": base,
-        "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
-        "n_tiles": n_tiles,
-        "output_shape": out.shape,
-        "gflop": _dfcan_gflop(config, side, side, n_tiles, tile),
-    }
-
-
-def benchmark_predict(args: argparse.Namespace, sgemm: float) -> None:
-    """``dfcan benchmark predict``: peak memory and time of a 2048² → 4096² tiled prediction.
-
-    Uses the paper's DFCAN (randomly initialised; weights do not change the
-    cost) and the default tiling (:func:`measure_tiled_prediction`); the
-    stated bound is :data:`PEAK_MEMORY_2048_MB`. ``args.quick``: a 512² input
-    and a smaller network (width 32, 2 × 2 blocks), tiled at 256.
-    """
-    from dfcan_tf.nets.dfcan import DFCANConfig
-
-    if args.quick:
-        cfg, side, tile = DFCANConfig.dfcan(1, 2, width=32, n_groups=2, n_blocks=2), 512, 256
-    else:
-        cfg, side, tile = DFCANConfig.dfcan(1, 2), 2048, DEFAULT_TILE_SIZE
-    m = measure_tiled_prediction(cfg, side, tile)
-    rate = m["gflop"] / m["seconds"]
-    bound = "" if args.quick else f" (stated bound {PEAK_MEMORY_2048_MB} MB)"
-    print(
-        f"predict: {side}x{side} -> {m['output_shape'][0]}x{m['output_shape'][1]} tiled ({m['n_tiles']} tiles of "
-        f"{tile}, overlap {DEFAULT_OVERLAP}), {cfg.width}-wide {cfg.n_groups}x{cfg.n_blocks} DFCAN: "
-        f"{m['seconds']:.1f} s, peak memory +{m['peak_mb']:.0f} MB{bound} over the built model's "
-        f"{m['base_mb']:.0f} MB (process max RSS {m['maxrss_mb']:.0f} MB); "
-        f"~{m['gflop']:.0f} GFLOP, {rate:.1f} GFLOP/s = {rate / sgemm:.0%} of sgemm"
-    )
+    return ResolvedRun(load_backend(run, backend, which=which), dict(doc.get("data") or {}), model_config.scale,
+                       model_config.input_channels, model_config)

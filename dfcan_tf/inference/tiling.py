@@ -17,18 +17,19 @@ outputs are simply added into the output array: no weight-sum image is needed.
 
 How much overlap
 ----------------
-The local receptive field of DFCAN is set by its 3×3 convolutions on the input
-grid: head, two per FCAB, the upsampling convolution, plus the output
-convolution on the output grid — :func:`dfcan_halo` pixels on each side (35 for
-the paper's 4 × 4 blocks at ×2). Border effects of zero padding decay well
-inside that halo, and the blending discards the outer quarter of each overlap
-band, so an overlap of about the halo is enough for the convolutions.
+Enough to cover the reach of the network's convolutions, so the zero padding
+at tile borders does not show: the default is the network's *measured*
+receptive field (:func:`dfcan_tf.nets.registry.receptive_field`, an impulse
+sent through the built network), rounded up to a multiple of 8
+(:func:`dfcan_tf.nets.registry.default_overlap`); prediction picks it
+(:func:`dfcan_tf.inference.predict.overlap_for`). The blending discards the
+outer quarter of each overlap band on top of that.
 
-DFCAN's Fourier channel attention is *global* over its input (an FFT of the
-whole feature map and a global average pool), so a tile's channel weights
-depend on its whole content and tiled output can never equal whole-image
-output exactly; larger tiles see statistics closer to the whole image. The
-difference is measured in :mod:`dfcan_tf.inference.predict`, which picks the defaults.
+Global operations (DFCAN's Fourier channel attention: an FFT of the whole
+feature map and a global average pool) make a tile's channel weights depend on
+its whole content, so tiled output can never equal whole-image output exactly;
+larger tiles see statistics closer to the whole image. See
+``docs/architecture.md#global-attention-and-tiling``.
 """
 
 from __future__ import annotations
@@ -41,18 +42,7 @@ import numpy as np
 
 from dfcan_tf.errors import DfcanError
 
-__all__ = ["Stitcher", "TileSpec", "axis_tiles", "blend_weights_1d", "dfcan_halo", "predict_tiled", "tile_specs"]
-
-
-def dfcan_halo(n_groups: int = 4, n_blocks: int = 4, scale: int = 2) -> int:
-    """Local receptive-field radius of a DFCAN-family network, in input pixels.
-
-    One pixel per 3×3 convolution on the input grid (head, 2 per FCAB, the
-    upsampling conv) plus the output 3×3 conv on the ``scale``-times finer grid
-    (rounded up to a whole input pixel). The attention branch is global and not
-    counted: no overlap removes its effect.
-    """
-    return 1 + 2 * n_groups * n_blocks + 1 + math.ceil(1 / scale)
+__all__ = ["Stitcher", "TileSpec", "axis_tiles", "blend_weights_1d", "predict_tiled", "tile_specs"]
 
 
 @dataclass(frozen=True)

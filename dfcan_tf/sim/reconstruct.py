@@ -1,7 +1,7 @@
 """Conventional SIM reconstruction: linear SIM (2×) and nonlinear SIM with a second harmonic (3×).
 
 The raw stack holds ``n_orientations × n_phases`` frames, orientation-major
-(BioSR's order, and :func:`dfcan_tf.data.simulate.illumination_patterns`'): frame
+(BioSR's order, and :func:`dfcan_tf.data.simulate.optics.illumination_patterns`'): frame
 ``o·n_phases + p`` is orientation ``o`` at the nominal phase ``2π p / n_phases``.
 For one orientation the frames are
 
@@ -56,7 +56,7 @@ import numpy as np
 import scipy.fft as sfft
 from scipy.optimize import minimize
 
-from dfcan_tf.data.simulate import detection_cutoff, pupil_otf
+from dfcan_tf.data.simulate.optics import detection_cutoff, pupil_otf
 from dfcan_tf.errors import DfcanError
 
 APODISATIONS = ("otf", "triangle", "cosine", "none")
