@@ -18,7 +18,7 @@ import pytest
 from scipy.stats import mannwhitneyu
 
 from dfcan_tf.data.files import read_image, write_mrc, write_tiff
-from dfcan_tf.data.simulate import simulate_cell
+from dfcan_tf.data.simulate import detection_cutoff, simulate_cell
 from dfcan_tf.errors import DfcanError
 from dfcan_tf.evaluation.qc import (
     estimate_noise,
@@ -126,8 +126,8 @@ def test_erased_structure_flagged(cells):
     """A bright structure set to background: AUC ≥ 0.9 for its erased pixels at every level."""
     cell = cells["Microtubules"]
     gt = cell.gt_clean.astype(np.float64)
-    inner = gt[20:-20, 20:-20]
-    cy, cx = (int(v) + 20 for v in np.unravel_index(np.argmax(inner), inner.shape))
+    inner = gt[30:-30, 30:-30]
+    cy, cx = (int(v) + 30 for v in np.unravel_index(np.argmax(inner), inner.shape))
     box = np.zeros(gt.shape, bool)
     box[cy - 8:cy + 8, cx - 8:cx + 8] = True
     erased = gt.copy()
@@ -140,6 +140,37 @@ def test_erased_structure_flagged(cells):
         aucs.append(roc_auc(np.abs(r.z_sr)[m], struct[m]))
         assert r.z_sr[struct].mean() > 3.0  # positive: the measurement is brighter than the prediction
     assert min(aucs) >= 0.9, aucs
+
+
+def test_sim_frames_calibrated(cells):
+    """A raw SIM stack is also compared frame by frame through the estimated patterns; calibrated too."""
+    cell = cells["Microtubules"]
+    for lv in (0, 4, 8):
+        r = forward_consistency(cell.gt_clean, cell.raw[lv], scale=2)
+        ratios = np.array(r.scores["frames"]["rms_ratio_per_frame"])
+        assert r.z_frames.shape == (9, 64, 64) and len(ratios) == 9
+        assert abs(r.scores["frames"]["rms_ratio"] - 1.0) < 0.1 and np.all(np.abs(ratios - 1.0) < 0.1), ratios
+        assert len(r.params["sim_parameters"]["orientations"]) == 3
+    nl = simulate_cell("F-actin_Nonlinear", size=48, levels=2, seed=3)
+    r = forward_consistency(nl.gt_clean, nl.raw[1], scale=3)
+    assert r.z_frames.shape == (25, 48, 48)
+    assert abs(r.scores["rms_ratio"] - 1.0) < 0.1 and abs(r.scores["frames"]["rms_ratio"] - 1.0) < 0.1
+    assert forward_consistency(cell.gt_clean, cell.raw[0], scale=2, frames=False).z_frames is None
+
+
+def test_frames_catch_missing_super_resolution(cells):
+    """An SR image cut to the wide-field band is consistent with the WF sum, but not with the SIM frames."""
+    cell = cells["Microtubules"]
+    st = cell.structure.astype(np.float64)
+    n = st.shape[0]
+    f = np.hypot(np.fft.fftfreq(n, 31.3)[:, None], np.fft.rfftfreq(n, 31.3)[None, :])
+    low = np.fft.irfft2(np.fft.rfft2(st) * (f < detection_cutoff()), s=st.shape)
+    truth = forward_consistency(st, cell.raw[8], scale=2, sr_support=None)
+    cut = forward_consistency(low, cell.raw[8], scale=2, sr_support=None)
+    assert abs(cut.scores["rms_ratio"] - truth.scores["rms_ratio"]) < 0.02  # the WF sum cannot tell
+    assert truth.scores["frames"]["rms_ratio"] < 1.1
+    assert cut.scores["frames"]["rms_ratio"] > 1.3
+    assert cut.scores["frames"]["fraction_above_k"] > 5 * truth.scores["frames"]["fraction_above_k"]
 
 
 def test_shape_and_argument_errors(cells):
@@ -179,8 +210,11 @@ def test_cli_writes_outputs(cells, tmp_path, capsys):
     assert z.shape == (1, 128, 128) and z.dtype == np.float32
     assert meta["pixel_size_nm"] == pytest.approx(31.3, rel=1e-4)
     assert (out / "qc_overlay.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    zf, meta_f = read_image(out / "qc_frames.tif")
+    assert zf.shape == (9, 128, 128) and meta_f["pixel_size_nm"] == pytest.approx(31.3, rel=1e-4)
     doc = json.loads((out / "qc.json").read_text())
-    assert abs(doc["scores"]["rms_ratio"] - 1.0) < 0.1
+    assert abs(doc["scores"]["rms_ratio"] - 1.0) < 0.1 and abs(doc["scores"]["frames"]["rms_ratio"] - 1.0) < 0.1
+    assert len(doc["sim_parameters"]["orientations"]) == 3
     assert {"intensity_map", "noise", "optics", "settings"} <= set(doc)
     assert doc["settings"]["scale"] == 2 and doc["optics"]["pixel_nm"] == pytest.approx(62.6)
     assert {p: _hash(p) for p in (sr, raw)} == before

@@ -3,7 +3,8 @@
 The method is in :mod:`dfcan_tf.evaluation.qc` and ``docs/qc.md``. Writes into the
 output folder ``qc_map.tif`` (float32 z map on the SR grid, with its pixel
 size), ``qc_overlay.png`` (the SR image with |z| > k in colour) and
-``qc.json`` (scores, fitted intensity map, noise model, optics).
+``qc.json`` (scores, fitted intensity map, noise model, optics); for a raw
+SIM input also ``qc_frames.tif`` (per-frame z through the estimated patterns).
 """
 
 from __future__ import annotations
@@ -11,10 +12,12 @@ from __future__ import annotations
 import argparse
 import os
 
+import numpy as np
+
 from dfcan_tf.errors import DfcanError
 
 COMMAND = "qc"
-MAP_NAME, PNG_NAME, JSON_NAME = "qc_map.tif", "qc_overlay.png", "qc.json"
+MAP_NAME, PNG_NAME, JSON_NAME, FRAMES_NAME = "qc_map.tif", "qc_overlay.png", "qc.json", "qc_frames.tif"
 
 
 def _infer_scale(sr_path, sr_shape, in_path, in_shape, scale: int | None) -> int:
@@ -60,7 +63,7 @@ def qc_files(sr_path, input_path, out_dir, *, scale: int | None = None, pixel_nm
     from dfcan_tf import safety
     from dfcan_tf.data.files import atomic_path, read_image, write_tiff
     from dfcan_tf.data.simulate import RAW_PIXEL_NM
-    from dfcan_tf.evaluation.qc import forward_consistency, plot_overlay
+    from dfcan_tf.evaluation.qc import forward_consistency, plot_overlay, upsample_map
 
     def say(msg: str) -> None:
         if progress:
@@ -91,6 +94,10 @@ def qc_files(sr_path, input_path, out_dir, *, scale: int | None = None, pixel_nm
     s = result.scores
     say(f"residual RMS / noise RMS {s['rms_ratio']:.3f}; |z| > {s['k']:g} on {100 * s['fraction_above_k']:.2f}% "
         f"of pixels (pure noise: {100 * s['expected_fraction_noise']:.2f}%)")
+    if "frames" in s:
+        f = s["frames"]
+        say(f"frame by frame through the estimated patterns: residual RMS / noise RMS {f['rms_ratio']:.3f}; "
+            f"|z| > {s['k']:g} on {100 * f['fraction_above_k']:.2f}%")
     doc = {"sr": str(sr_path), "input": str(input_path), **result.to_dict()}
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     safety.clean_stale_parts(out_dir.parent)
@@ -102,7 +109,12 @@ def qc_files(sr_path, input_path, out_dir, *, scale: int | None = None, pixel_nm
         write_tiff(staged / MAP_NAME, result.z_sr, pixel_size_nm=pixel_nm / scale, dtype="float32")
         plot_overlay(sr[0], result.z_sr, s["k"], staged / PNG_NAME,
                      title=f"{sr_path.name}: |z| > {s['k']:g} on {100 * s['fraction_above_k']:.2f}%, "
-                           f"RMS ratio {s['rms_ratio']:.2f}")
+                           f"RMS ratio {s['rms_ratio']:.2f}",
+                     border_sr=scale * result.params["settings"]["border_px"])
+        if result.z_frames is not None:
+            z_frames = np.stack([upsample_map(z, scale, result.params["settings"]["sampling"])
+                                 for z in result.z_frames]).astype(np.float32)
+            write_tiff(staged / FRAMES_NAME, z_frames, pixel_size_nm=pixel_nm / scale, dtype="float32")
         with atomic_path(staged / JSON_NAME) as tmp:
             tmp.write_text(json.dumps(doc, indent=2))
         safety.replace_dir(staged, out_dir, command=COMMAND)
@@ -137,6 +149,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="camera read noise per raw frame, ADU rms (with --offset; default: estimated)")
     parser.add_argument("--offset", type=float, help="camera offset per raw frame, ADU (with --read-noise)")
     parser.add_argument("-k", type=float, default=3.0, help="threshold in noise units (default: 3)")
+    parser.add_argument("--no-frames", action="store_true",
+                        help="raw SIM input: compare only the WF sum, not each frame through the estimated patterns")
     parser.add_argument("--no-smooth", action="store_true",
                         help="do not smooth the z map with the PSF-sized Gaussian before thresholding")
     parser.add_argument("--border", type=int,
@@ -167,6 +181,6 @@ def run_from_args(args: argparse.Namespace) -> int:
              emission_nm=args.emission_nm, overwrite=args.overwrite, progress=not args.quiet,
              sr_support=_sr_support(args.sr_support), sampling=args.sampling, gain=args.gain,
              read_noise=args.read_noise, offset=args.offset, k=args.k, smooth=not args.no_smooth,
-             border=args.border)
+             border=args.border, frames=not args.no_frames)
     print(os.path.join(args.output, JSON_NAME))
     return 0

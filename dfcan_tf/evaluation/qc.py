@@ -63,7 +63,7 @@ def psf_sigma_px(*, pixel_nm: float, na: float, emission_nm: float) -> float:
 
 def reimage(sr: np.ndarray, scale: int, *, pixel_nm: float = RAW_PIXEL_NM, na: float = 1.3,
             emission_nm: float = 525.0, sr_support: float | None = None, sampling: str = "fourier",
-            pad: int | None = None) -> np.ndarray:
+            pad: int | None = None, illumination: list[tuple] | None = None) -> np.ndarray:
     """Image an SR image through the wide-field microscope onto the raw grid.
 
     Parameters
@@ -87,11 +87,18 @@ def reimage(sr: np.ndarray, scale: int, *, pixel_nm: float = RAW_PIXEL_NM, na: f
     pad
         Mirrored border in raw pixels added before the FFTs (default: two
         PSF widths λ/NA, at least 4), cropped afterwards.
+    illumination
+        SIM frames instead of wide-field: per frame ``(kx, ky, phase, a1, a2,
+        psi)`` with k in cycles per raw pixel and the pattern
+        ``1 + a1 cos(2π k·r + phase) + a2 cos(2(2π k·r + phase) + psi)``, r in
+        raw pixels from raw pixel (0, 0) (:func:`sim_illumination`). The SR
+        image, divided by its own OTF (``sr_support``), is multiplied by each
+        pattern before the wide-field imaging.
 
     Returns
     -------
     numpy.ndarray
-        (H, W) float64 in the SR image's intensity units.
+        (H, W) float64 in the SR image's intensity units, or (frames, H, W) with ``illumination``.
     """
     sr = np.asarray(sr, dtype=np.float64)
     if sampling not in SAMPLINGS:
@@ -113,18 +120,47 @@ def reimage(sr: np.ndarray, scale: int, *, pixel_nm: float = RAW_PIXEL_NM, na: f
     fine = np.pad(sr, ((p_s, (ph - h - pad) * scale), (p_s, (pw - w - pad) * scale)), mode="symmetric")
     fpx = pixel_nm / scale
     freq = _fine_freq(fine.shape, fpx)
-    transfer = pupil_otf(freq, cutoff)
-    if sr_support is not None:
-        transfer = np.where(freq < cutoff, transfer / np.maximum(pupil_otf(freq, sr_support * cutoff), 1e-12), 0.0)
-    spec = sfft.rfft2(fine) * transfer
+    otf = pupil_otf(freq, cutoff)
+    spec = sfft.rfft2(fine)
+    if sr_support is not None:  # the object: divide out the SR image's own OTF (floored far out in its support)
+        spec = spec * np.where(freq < sr_support * cutoff, 1.0 / np.maximum(pupil_otf(freq, sr_support * cutoff),
+                                                                             1e-2), 0.0)
+    if illumination is None:
+        return _sample(spec * otf, fine.shape, scale, sampling, (ph, pw))[pad:pad + h, pad:pad + w]
+    obj = sfft.irfft2(spec, s=fine.shape)
+    yy = ((np.arange(fine.shape[0]) - p_s) / scale)[:, None]
+    xx = ((np.arange(fine.shape[1]) - p_s) / scale)[None, :]
+    out = np.empty((len(illumination), h, w))
+    for i, (kx, ky, phase, a1, a2, psi) in enumerate(illumination):
+        arg = 2.0 * np.pi * (kx * xx + ky * yy) + phase
+        pattern = 1.0 + a1 * np.cos(arg) + (a2 * np.cos(2.0 * arg + psi) if a2 else 0.0)
+        out[i] = _sample(sfft.rfft2(obj * pattern) * otf, fine.shape, scale, sampling, (ph, pw))[pad:pad + h,
+                                                                                                   pad:pad + w]
+    return out
+
+
+def _sample(spec: np.ndarray, fine_shape: tuple[int, int], scale: int, sampling: str,
+            raw_shape: tuple[int, int]) -> np.ndarray:
+    """Raw-grid image from the blurred fine-grid rfft2 spectrum (Fourier crop, or block mean)."""
+    (m, n), (ph, pw) = fine_shape, raw_shape
     if sampling == "fourier":
-        m, n = fine.shape
         crop = np.concatenate([spec[: ph // 2, : pw // 2 + 1], spec[m - ph // 2:, : pw // 2 + 1]], axis=0)
-        raw = sfft.irfft2(crop, s=(ph, pw)) * (ph * pw) / (m * n)
-    else:
-        blurred = sfft.irfft2(spec, s=fine.shape)
-        raw = blurred.reshape(ph, scale, pw, scale).mean(axis=(1, 3))
-    return raw[pad:pad + h, pad:pad + w]
+        return sfft.irfft2(crop, s=(ph, pw)) * (ph * pw) / (m * n)
+    return sfft.irfft2(spec, s=fine_shape).reshape(ph, scale, pw, scale).mean(axis=(1, 3))
+
+
+def sim_illumination(params) -> list[tuple]:
+    """Per-frame pattern parameters for :func:`reimage` from :class:`dfcan_tf.sim.SIMParameters`.
+
+    Frame ``o·n_phases + p`` has phase ``phase_o + 2π p / n_phases`` (the
+    nominal phase steps that :func:`dfcan_tf.sim.estimate_parameters` assumes).
+    """
+    out = []
+    for o in params.orientations:
+        for p in range(params.n_phases):
+            out.append((o.kx, o.ky, o.phase_rad + 2.0 * np.pi * p / params.n_phases, o.modulation,
+                        o.harmonic, o.harmonic_phase_rad))
+    return out
 
 
 # --------------------------------------------------------------------------- noise
@@ -352,6 +388,8 @@ class QCResult:
         ``z_rms``, ``expected_fraction_noise``, ``scored_pixels``.
     params
         Fitted intensity map, noise model, optics and settings (JSON-able).
+    z_frames
+        (frames, H, W) per-frame z of a raw SIM stack (see ``frames`` of :func:`forward_consistency`), else None.
     """
 
     z: np.ndarray
@@ -362,6 +400,7 @@ class QCResult:
     variance: np.ndarray
     scores: dict
     params: dict
+    z_frames: np.ndarray | None = None
 
     def to_dict(self) -> dict:
         return {"scores": self.scores, **self.params}
@@ -371,7 +410,7 @@ def forward_consistency(sr: np.ndarray, measured: np.ndarray, *, scale: int, pix
                         na: float = 1.3, emission_nm: float = 525.0, sr_support: float | None = -1.0,
                         sampling: str = "fourier", gain: float | None = None, read_noise: float | None = None,
                         offset: float | None = None, k: float = DEFAULT_K, smooth: bool = True,
-                        border: int | None = None) -> QCResult:
+                        border: int | None = None, frames: bool = True, sim_params=None) -> QCResult:
     """Compare an SR image with the measurement it came from, in noise units.
 
     Parameters
@@ -397,8 +436,14 @@ def forward_consistency(sr: np.ndarray, measured: np.ndarray, *, scale: int, pix
     smooth
         Smooth z with the PSF-sized Gaussian (σ = 0.21 λ/NA) before thresholding.
     border
-        Raw pixels at each edge left out of the scores (default: the PSF σ
-        rounded up, +1), where the mirrored continuation of the SR image is a guess.
+        Raw pixels at each edge left out of the scores (default: one PSF
+        width λ/NA, rounded up): there the measurement holds light from outside
+        the field, which the SR image cannot know (it is continued by mirroring).
+    frames
+        For a raw SIM stack, also compare frame by frame: the illumination is
+        estimated with :func:`dfcan_tf.sim.estimate_parameters` (or taken from
+        ``sim_params``, a :class:`dfcan_tf.sim.SIMParameters`) and the SR image
+        re-imaged through each pattern (``z_frames``, ``scores["frames"]``).
 
     Returns
     -------
@@ -406,11 +451,13 @@ def forward_consistency(sr: np.ndarray, measured: np.ndarray, *, scale: int, pix
     """
     sr = np.asarray(sr, np.float64)
     meas = np.asarray(measured, np.float64)
+    stack = None
     if meas.ndim == 3:
         n_frames = meas.shape[0]
         if n_frames not in (1, 9, 25):
             raise DfcanError(f"the measured input has {n_frames} frames; expected 1 (wide-field) or 9 / 25 raw SIM "
                              "frames")
+        stack = meas if n_frames > 1 else None
         meas = meas.sum(axis=0)
     else:
         n_frames = 1
@@ -431,7 +478,7 @@ def forward_consistency(sr: np.ndarray, measured: np.ndarray, *, scale: int, pix
         support = None  # scale 1: the SR image has the wide-field support; nothing to divide out
     sigma = psf_sigma_px(pixel_nm=pixel_nm, na=na, emission_nm=emission_nm)
     if border is None:
-        border = int(math.ceil(sigma)) + 1
+        border = int(math.ceil(emission_nm / na / pixel_nm))
     h, w = meas.shape
     if 2 * border >= min(h, w) - 4:
         raise DfcanError(f"border {border} leaves no pixels of the {h}×{w} image to score")
@@ -469,11 +516,60 @@ def forward_consistency(sr: np.ndarray, measured: np.ndarray, *, scale: int, pix
                      "smooth_sigma_px": sigma if smooth else 0.0, "border_px": border, "input_frames": n_frames,
                      "compared": "wide-field" if n_frames == 1 else f"WF sum of {n_frames} raw SIM frames"},
     }
-    return QCResult(z, z0, z_sr, predicted, meas, var, scores, params)
+    result = QCResult(z, z0, z_sr, predicted, meas, var, scores, params)
+    if stack is not None and frames:
+        _compare_frames(result, sr, stack, scale=scale, pixel_nm=pixel_nm, na=na, emission_nm=emission_nm,
+                        support=support, sampling=sampling, noise=noise, inner=inner, sigma=sigma if smooth else 0.0,
+                        sim_params=sim_params)
+    return result
 
 
-def plot_overlay(sr: np.ndarray, z_sr: np.ndarray, k: float, path, *, title: str = "") -> None:
-    """Write a PNG: the SR image in grey, |z| > k coloured by z (red: measured brighter), a colour bar."""
+def _compare_frames(result: QCResult, sr, stack, *, scale, pixel_nm, na, emission_nm, support, sampling, noise,
+                    inner, sigma, sim_params) -> None:
+    """Frame-by-frame comparison of a raw SIM stack with the SR image re-imaged through its patterns.
+
+    Adds ``z_frames`` (frames, H, W) and ``scores["frames"]`` to ``result``.
+    The noise model of the WF sum applies per frame with its intercept divided
+    by the number of frames; gain and offset are fitted per frame (frames may
+    differ in brightness).
+    """
+    from dfcan_tf.sim.reconstruct import estimate_parameters
+
+    n = len(stack)
+    n_pha = 3 if n == 9 else 5
+    if sim_params is None:
+        sim_params = estimate_parameters(stack, pixel_nm=pixel_nm, na=na, emission_nm=emission_nm,
+                                         n_orientations=n // n_pha, n_phases=n_pha)
+    models = reimage(sr, scale, pixel_nm=pixel_nm, na=na, emission_nm=emission_nm, sr_support=support,
+                     sampling=sampling, illumination=sim_illumination(sim_params))
+    frame_noise = NoiseModel(noise.a, noise.b / n, noise.source, noise.floor / n)
+    cutoff_px = detection_cutoff(na, emission_nm) * pixel_nm
+    z_frames = np.empty_like(models)
+    res2 = var_sum = 0.0
+    per_frame = []
+    for i, (model, frame) in enumerate(zip(models, stack)):
+        var = frame_noise.variance(_split_spectrum(frame, cutoff_px, NOISE_MARGIN)[0])
+        g, o, _ = fit_intensity(model, frame, var, mask=inner)
+        resid = frame - g * model - o
+        z_frames[i] = smooth_z(resid / np.sqrt(var), sigma)
+        per_frame.append(float(math.sqrt(np.sum(resid[inner] ** 2) / np.sum(var[inner]))))
+        res2 += float(np.sum(resid[inner] ** 2))
+        var_sum += float(np.sum(var[inner]))
+    result.z_frames = z_frames
+    k = result.scores["k"]
+    result.scores["frames"] = {
+        "rms_ratio": math.sqrt(res2 / var_sum),
+        "rms_ratio_per_frame": per_frame,
+        "fraction_above_k": float(np.mean(np.abs(z_frames[:, inner]) > k)),
+    }
+    result.params["sim_parameters"] = sim_params.to_dict()
+
+
+def plot_overlay(sr: np.ndarray, z_sr: np.ndarray, k: float, path, *, title: str = "", border_sr: int = 0) -> None:
+    """Write a PNG: the SR image in grey, |z| > k coloured by z (red: measured brighter), a colour bar.
+
+    ``border_sr`` (SR pixels) draws the scored region as a dashed rectangle.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -489,6 +585,9 @@ def plot_overlay(sr: np.ndarray, z_sr: np.ndarray, k: float, path, *, title: str
     hgt, wid = sr.shape
     fig, ax = plt.subplots(figsize=(6.4, 6.4 * hgt / wid + 0.4), dpi=110)
     ax.imshow(grey, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    if border_sr:
+        ax.add_patch(plt.Rectangle((border_sr - 0.5, border_sr - 0.5), wid - 2 * border_sr, hgt - 2 * border_sr,
+                                   fill=False, ls="--", lw=0.8, ec="yellow"))
     im = ax.imshow(flagged, cmap="RdBu_r", vmin=-zlim, vmax=zlim, interpolation="nearest", alpha=0.85)
     ax.set_axis_off()
     ax.set_title(title or f"forward consistency: |z| > {k:g}", fontsize=9)
