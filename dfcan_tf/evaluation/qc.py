@@ -28,6 +28,11 @@ Steps (:func:`forward_consistency`):
 4. **Residual** z = (measured − gain·reimaged − offset) / √var, optionally
    smoothed by a PSF-sized Gaussian and rescaled so that white unit noise
    stays unit-variance; upsampled to the SR grid.
+5. **Raw SIM input** (9 or 25 frames): steps 1–4 on the WF sum, and frame by
+   frame with the SR image (divided by its own OTF) multiplied by each
+   illumination pattern estimated with :func:`dfcan_tf.sim.estimate_parameters`
+   (:func:`sim_illumination`); this also tests the super-resolved band, which
+   the WF sum cannot.
 """
 
 from __future__ import annotations
@@ -563,37 +568,3 @@ def _compare_frames(result: QCResult, sr, stack, *, scale, pixel_nm, na, emissio
         "fraction_above_k": float(np.mean(np.abs(z_frames[:, inner]) > k)),
     }
     result.params["sim_parameters"] = sim_params.to_dict()
-
-
-def plot_overlay(sr: np.ndarray, z_sr: np.ndarray, k: float, path, *, title: str = "", border_sr: int = 0) -> None:
-    """Write a PNG: the SR image in grey, |z| > k coloured by z (red: measured brighter), a colour bar.
-
-    ``border_sr`` (SR pixels) draws the scored region as a dashed rectangle.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from dfcan_tf.data.files import atomic_path
-
-    sr = np.asarray(sr, np.float64)
-    lo, hi = np.percentile(sr, [0.1, 99.9])
-    grey = np.clip((sr - lo) / max(hi - lo, 1e-12), 0.0, 1.0)
-    zlim = max(2.0 * k, float(np.nanmax(np.abs(z_sr))) if z_sr.size else k)
-    flagged = np.ma.masked_where(np.abs(z_sr) <= k, z_sr)
-    hgt, wid = sr.shape
-    fig, ax = plt.subplots(figsize=(6.4, 6.4 * hgt / wid + 0.4), dpi=110)
-    ax.imshow(grey, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-    if border_sr:
-        ax.add_patch(plt.Rectangle((border_sr - 0.5, border_sr - 0.5), wid - 2 * border_sr, hgt - 2 * border_sr,
-                                   fill=False, ls="--", lw=0.8, ec="yellow"))
-    im = ax.imshow(flagged, cmap="RdBu_r", vmin=-zlim, vmax=zlim, interpolation="nearest", alpha=0.85)
-    ax.set_axis_off()
-    ax.set_title(title or f"forward consistency: |z| > {k:g}", fontsize=9)
-    bar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
-    bar.set_label("z (noise units); red: measurement brighter, blue: SR brighter", fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
