@@ -62,7 +62,8 @@ MIRRORED = textwrap.dedent("""
     from dfcan_tf import cli
     from dfcan_tf.nets.dfcan import DFCANConfig
     from dfcan_tf.training.config import TrainConfig
-    from dfcan_tf.training.loop import ArraySource, _train_dataset, make_strategy
+    from dfcan_tf.training.distribute import make_strategy
+    from dfcan_tf.training.sources import ArraySource, train_dataset as _train_dataset
 
     npz, run = sys.argv[1], sys.argv[2]
     strategy = make_strategy("mirrored")

@@ -11,20 +11,16 @@ import tensorflow as tf
 from scipy.ndimage import gaussian_filter
 
 from dfcan_tf import cli
+from dfcan_tf.benchmark.flops import training_flops
 from dfcan_tf.errors import DfcanError
 from dfcan_tf.nets.dfcan import DFCANConfig
 from dfcan_tf.nets.discriminators import DiscriminatorConfig
 from dfcan_tf.runs import load_run
 from dfcan_tf.training.config import TrainConfig
-from dfcan_tf.training.loop import (
-    DFGAN,
-    ArraySource,
-    DFCANTrainer,
-    build_trainer,
-    train,
-    training_flops,
-)
+from dfcan_tf.training.loop import train
 from dfcan_tf.training.losses import image_nrmse
+from dfcan_tf.training.sources import ArraySource
+from dfcan_tf.training.trainers import DFGAN, DFCANTrainer, build_trainer
 
 
 def simulate_pairs(n, size, rng, scale=2, filaments=40, sigma_gt=1.0, sigma_lo=2.0, noise=0.01):
@@ -218,11 +214,11 @@ def test_resume_equals_uninterrupted(tmp_path, small_data, mode, uninterrupted):
 
 
 def test_ctrl_c_checkpoints_the_applied_step_and_resumes(tmp_path, small_data, monkeypatch, uninterrupted):
-    import dfcan_tf.training.loop as train_module
+    import dfcan_tf.training.checkpoint as train_module
 
     cfg = _tiny_cfg()
     full = uninterrupted["dfcan"]
-    write_history = train_module._write_history
+    write_history = train_module.write_history
 
     fired = []
 
@@ -232,7 +228,7 @@ def test_ctrl_c_checkpoints_the_applied_step_and_resumes(tmp_path, small_data, m
             fired.append(6)
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(train_module, "_write_history", interrupted)
+    monkeypatch.setattr(train_module, "write_history", interrupted)
     with pytest.raises(KeyboardInterrupt):
         train(cfg, tmp_path / "int", data=small_data, progress=False)
     monkeypatch.undo()
@@ -281,7 +277,7 @@ def test_dfgan_starts_from_dfcan_checkpoint(tmp_path, small_data):
     cfg = _tiny_cfg("dfgan", steps=0 + 1, init_generator=str(dfcan.run_dir))
     keras.utils.set_random_seed(0)
     gan = build_trainer(cfg)
-    from dfcan_tf.training.loop import _load_init_generator
+    from dfcan_tf.training.trainers import load_init_generator as _load_init_generator
 
     _load_init_generator(gan.generator, cfg.init_generator)
     ref = load_run(tmp_path / "dfcan", "best").model.get_weights()
@@ -456,7 +452,7 @@ def test_hard_kill_then_resume_matches_uninterrupted(tmp_path, small_data):
 def test_benchmark_train_prints_rate_and_sgemm_fraction(capsys):
     import argparse
 
-    from dfcan_tf.training.loop import benchmark_train
+    from dfcan_tf.benchmark.train import benchmark_train
 
     out = benchmark_train(argparse.Namespace(quick=True, threads=2), sgemm=100.0)
     text = capsys.readouterr().out

@@ -151,7 +151,7 @@ def test_non_finite_patch_in_folder_names_the_file(tmp_path, capsys):
 def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path, data, monkeypatch):
     import tensorflow as tf
 
-    from dfcan_tf.training.loop import DFCANTrainer
+    from dfcan_tf.training.trainers import DFCANTrainer
 
     original = DFCANTrainer.train_step
 
@@ -221,10 +221,11 @@ def _interrupted_run(tmp_path, data, monkeypatch, module_attr, fail_on):
 
 @pytest.mark.parametrize("where", ["before_history_write", "inside_validation"])
 def test_interrupted_validation_history_equals_uninterrupted(tmp_path, data, monkeypatch, full, where):
+    import dfcan_tf.training.checkpoint as checkpoint_module
     import dfcan_tf.training.loop as train_module
 
     if where == "before_history_write":  # validation done, Ctrl-C before its row reached the disk
-        target, fail_on = (train_module, "_write_history"), 2
+        target, fail_on = (checkpoint_module, "write_history"), 2
     else:  # Ctrl-C while the validation of step 6 computes its metrics (calls: val 3, sample 6, val 6)
         target, fail_on = (train_module.losses, "image_metrics"), 3
     resumed = _interrupted_run(tmp_path, data, monkeypatch, target, fail_on)

@@ -34,7 +34,7 @@ def _check_max(name: str, value: int, limit: int) -> None:
 TRAIN_MODES = ("dfcan", "dfgan")
 STRATEGIES = ("default", "mirrored", "multi-worker")
 
-# The paper's recipe (REFERENCE §4) per mode; everything else is shared.
+# The paper's recipe (docs/training.md#recipe) per mode; everything else is shared.
 DFCAN_TRAIN_DEFAULTS = {"batch_size": 4, "validate_every": 2000}
 DFGAN_TRAIN_DEFAULTS = {"batch_size": 2, "validate_every": 1000}
 
@@ -51,7 +51,7 @@ def _positive_float(name: str, value: Any) -> None:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """How a DFCAN or DFGAN is trained (REFERENCE §4); saved in a run folder's ``config.json``.
+    """How a network is trained (``docs/training.md#recipe``); saved in a run folder's ``config.json``.
 
     Parameters
     ----------
@@ -224,3 +224,20 @@ class TrainConfig:
             return cls(**data)
         except TypeError as exc:
             raise DfcanError(f"bad training configuration ({exc})") from None
+
+
+def train_section(cfg: TrainConfig) -> dict:
+    """The ``train`` section of a run's ``config.json``."""
+    d = cfg.to_dict()
+    d.pop("model")
+    d.pop("discriminator", None)
+    return d
+
+
+def config_from_doc(doc: dict) -> TrainConfig:
+    """The :class:`TrainConfig` a run's ``config.json`` records."""
+    train = dict(doc.get("train") or {})
+    try:
+        return TrainConfig.from_dict({**train, "model": doc["model"], "discriminator": doc.get("discriminator")})
+    except DfcanError as exc:
+        raise DfcanError(f"config.json: {exc}") from None

@@ -1,4 +1,4 @@
-"""Training loss and validation metrics of DFCAN / DFGAN in TensorFlow (REFERENCE §4).
+"""Training loss and validation metrics in TensorFlow (``docs/training.md``, ``docs/metrics.md``).
 
 Loss
 ----
@@ -10,7 +10,7 @@ defaults (11×11 Gaussian window, σ 1.5, k1 0.01, k2 0.03).
 Metrics
 -------
 MSE, NRMSE, PSNR and SSIM computed *per image* after per-image min-max
-normalisation (``(x − min) / (max − min + 1e-7)`` clipped to [0, 1]), exactly
+normalisation (:func:`~dfcan_tf.data.normalize.minmax_scale` with eps 1e-7, clipped to [0, 1]), exactly
 as :mod:`dfcan_tf.evaluation.metrics` computes them in numpy for evaluation: NRMSE is
 ``sqrt(mse) / sqrt(mean(gt²))`` (scikit-image's "euclidean"), PSNR uses a data
 range of 1, SSIM the ``tf.image.ssim`` convention. The functions return one
@@ -26,8 +26,11 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from dfcan_tf.data.normalize import minmax_scale
+
 PACKAGE = "dfcan_tf"
 _NORM_EPS = 1e-7  # the reference's guard against flat images (per-image normalisation)
+_LOSS_EPS = 1e-12  # keeps a constant batch at zeros in the loss's normalisation
 
 __all__ = [
     "ImageMSE",
@@ -53,13 +56,11 @@ def _f32(x) -> tf.Tensor:
 def batch_minmax(x: tf.Tensor) -> tf.Tensor:
     """Min-max normalise a whole tensor to [0, 1] with one min and one max (the loss's normalisation).
 
-    The reference divides by ``max − min`` unguarded; the denominator is
-    floored at 1e-12 here only so that a constant batch gives zeros, not NaN.
+    The reference divides by ``max − min`` unguarded; 1e-12 is added here
+    only so that a constant batch gives zeros, not NaN.
     """
     x = _f32(x)
-    lo = tf.reduce_min(x)
-    hi = tf.reduce_max(x)
-    return (x - lo) / tf.maximum(hi - lo, 1e-12)
+    return minmax_scale(x, tf.reduce_min(x), tf.reduce_max(x), _LOSS_EPS)
 
 
 def per_image_minmax(x: tf.Tensor) -> tf.Tensor:
@@ -67,7 +68,7 @@ def per_image_minmax(x: tf.Tensor) -> tf.Tensor:
     x = _f32(x)
     lo = tf.reduce_min(x, axis=[1, 2, 3], keepdims=True)
     hi = tf.reduce_max(x, axis=[1, 2, 3], keepdims=True)
-    return tf.clip_by_value((x - lo) / (hi - lo + _NORM_EPS), 0.0, 1.0)
+    return tf.clip_by_value(minmax_scale(x, lo, hi, _NORM_EPS), 0.0, 1.0)
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)

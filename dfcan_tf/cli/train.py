@@ -1,0 +1,163 @@
+"""``dfcan train``: train a registered network into a run folder (``docs/training.md``).
+
+``--architecture`` picks any non-adversarial registered network (default
+``dfcan``), trained with the DFCAN recipe (MSE + 0.1·(1 − SSIM), Adam);
+``--mode dfgan`` trains DFCAN's generator adversarially. The architecture
+flags (``--width`` …) apply to the DFCAN family only. TensorFlow is imported
+only when the command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from dfcan_tf.errors import DfcanError
+
+NORMALIZATIONS = ("minmax", "divide65535")
+STRATEGIES = ("default", "mirrored", "multi-worker")
+DFCAN_FAMILY = ("dfcan", "dfgan_generator")
+# `dfcan train` flags that architecture and recipe are made of (refused with --resume).
+ARCHITECTURE_FLAGS = ("architecture", "width", "n_groups", "n_blocks", "size_psc", "reduction", "gamma")
+NET_FLAGS = ("width", "n_groups", "n_blocks", "size_psc", "reduction", "gamma")
+RESUME_FLAGS = ("resume", "data", "steps", "strategy", "no_progress")
+
+__all__ = ["add_arguments", "config_from_args", "run_from_args"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register the ``dfcan train`` flags."""
+    parser.add_argument("--data", help="DL-SR patch folder (training_wf/ or training/, training_gt/, validate_wf/ "
+                                       "or validate/, validate_gt/; see --task) or an .npz with x_train, y_train, "
+                                       "x_val, y_val; with --resume, defaults to the run's own")
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--run", help="new run folder to create")
+    where.add_argument("--resume", metavar="RUN", help="continue RUN from its last checkpoint")
+    parser.add_argument("--mode", choices=["dfcan", "dfgan"], default=None,
+                        help="default: dfcan; dfgan trains DFCAN's generator adversarially")
+    parser.add_argument("--architecture", default=None, metavar="NAME",
+                        help="registered network to train with the DFCAN recipe (see dfcan info); default: dfcan")
+    parser.add_argument("--config", help="TrainConfig JSON (TrainConfig.to_dict()); flags given override it")
+    parser.add_argument("--task", choices=["sisr", "sim"], default=None,
+                        help="patch folders: wide-field input (training_wf/) or SIM frames (training/); default: sisr")
+    parser.add_argument("--normalization", choices=NORMALIZATIONS, default=None, help="default: minmax")
+    parser.add_argument("--pixel-size-nm", type=float, default=None, help="input pixel size, recorded in the run")
+    g = parser.add_argument_group("network, DFCAN family only (defaults: the paper's for --mode)")
+    for name in ("width", "n-groups", "n-blocks", "size-psc", "reduction"):
+        g.add_argument(f"--{name}", type=int, default=None)
+    g.add_argument("--gamma", type=float, default=None)
+    t = parser.add_argument_group("recipe (defaults: the paper's for --mode)")
+    for name, typ in (("steps", int), ("batch-size", int), ("patch-size", int), ("lr", float), ("d-lr", float),
+                      ("validate-every", int), ("validate-patches", int), ("sample-every", int),
+                      ("log-every", int), ("plateau-patience", int), ("seed", int), ("g-updates", int)):
+        t.add_argument(f"--{name}", type=typ, default=None)
+    t.add_argument("--init-generator", help="DFGAN: run folder or weights of a DFCAN-shaped net to start from")
+    t.add_argument("--strided-discriminator", action="store_true",
+                   help="DFGAN: the cheaper discriminator variant striding each block by 2 (not the paper's)")
+    parser.add_argument("--strategy", choices=STRATEGIES, default=None,
+                        help="default: one device; mirrored: all local devices; multi-worker: TF_CONFIG cluster "
+                             "(new run: default; --resume: the run's own)")
+    parser.add_argument("--mixed-precision", action="store_true", help="mixed_float16 (GPUs); off by default")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _model_config(args: argparse.Namespace, mode: str):
+    """The network ``--architecture`` / ``--mode`` and the data describe, with the architecture flags applied."""
+    from dfcan_tf.nets import registry
+    from dfcan_tf.training.sources import data_shape
+
+    name = args.architecture or ("dfcan" if mode == "dfcan" else "dfgan_generator")
+    arch = registry.get(name)
+    if mode == "dfgan" and name != "dfgan_generator":
+        raise DfcanError(f"--mode dfgan trains DFCAN's generator adversarially; it cannot train "
+                         f"--architecture {name}. Drop --architecture, or drop --mode dfgan")
+    if mode == "dfcan" and arch.adversarial:
+        trainable = [n for n in registry.names() if not registry.get(n).adversarial]
+        raise DfcanError(f"--architecture {name} is trained adversarially, which dfcan train does not do for it; "
+                         f"choose one of {trainable} (or --mode dfgan for DFGAN)")
+    channels, scale = data_shape(args.data, args.task or "sisr")
+    return registry.make_config(name, channels, scale)
+
+
+def config_from_args(args: argparse.Namespace):
+    """The :class:`~dfcan_tf.training.config.TrainConfig` ``dfcan train`` flags describe.
+
+    The data's shape gives the network's input channels and scale.
+    """
+    from dfcan_tf.config import load_json
+    from dfcan_tf.nets.discriminators import DiscriminatorConfig
+    from dfcan_tf.training.config import TrainConfig
+
+    if args.config:
+        if args.architecture:
+            raise DfcanError(f"--architecture cannot be combined with --config {args.config} (its 'model' "
+                             f"names the architecture)")
+        base = TrainConfig.from_dict(load_json(args.config))
+    else:
+        mode = args.mode or "dfcan"
+        model = _model_config(args, mode)
+        base = TrainConfig.dfcan(model) if mode == "dfcan" else TrainConfig.dfgan(model)
+    net = {k: getattr(args, k) for k in NET_FLAGS if getattr(args, k) is not None}
+    if net and base.model.architecture not in DFCAN_FAMILY:
+        flags = ", ".join(f"--{k.replace('_', '-')}" for k in net)
+        raise DfcanError(f"{flags}: the architecture flags apply to DFCAN-family networks {DFCAN_FAMILY} only, "
+                         f"not to {base.model.architecture}; drop them (its paper's configuration is used)")
+    model = base.model.replace(**net) if net else base.model
+    changes = {k: getattr(args, k) for k in ("steps", "batch_size", "patch_size", "lr", "d_lr", "validate_every",
+                                             "validate_patches", "sample_every", "log_every", "plateau_patience",
+                                             "seed", "g_updates", "init_generator") if getattr(args, k) is not None}
+    changes.update(model=model)
+    if args.strategy is not None:
+        changes["strategy"] = args.strategy
+    if args.mixed_precision:
+        changes["mixed_precision"] = True
+    if base.mode == "dfgan":
+        disc = {**base.discriminator.to_dict(), "input_size": changes.get("patch_size", base.patch_size) * model.scale}
+        if args.strided_discriminator:
+            disc["downsample"] = True
+        changes["discriminator"] = DiscriminatorConfig.from_dict(disc)
+    elif args.strided_discriminator:
+        raise DfcanError("--strided-discriminator applies to --mode dfgan only")
+    return base.replace(**changes)
+
+
+def _refuse_resume_flags(args: argparse.Namespace) -> None:
+    """``--resume`` continues the recorded run: flags that would change it are refused, by name."""
+    given = [k for k, v in vars(args).items()
+             if not k.startswith("_") and k not in ("command", "run", *RESUME_FLAGS) and v not in (None, False)]
+    if not given:
+        return
+    arch = [f"--{k.replace('_', '-')}" for k in given if k in ARCHITECTURE_FLAGS]
+    other = [f"--{k.replace('_', '-')}" for k in given if k not in ARCHITECTURE_FLAGS]
+    parts = []
+    if arch:
+        parts.append(f"the architecture flags {', '.join(arch)} cannot change the network of a run")
+    if other:
+        parts.append(f"{', '.join(other)} cannot change a run's recorded recipe and data settings")
+    raise DfcanError(f"--resume {args.resume}: {'; '.join(parts)}. With --resume only --steps, --strategy, --data "
+                     f"and --no-progress may be given; start a new run (--run) to train something else")
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    """Run ``dfcan train``; return the exit status."""
+    from dfcan_tf.runs import read_run_config
+    from dfcan_tf.training.config import config_from_doc
+    from dfcan_tf.training.loop import train
+
+    if args.resume:
+        _refuse_resume_flags(args)
+        doc, _ = read_run_config(args.resume)
+        saved = config_from_doc(doc)
+        cfg = saved.replace(strategy=args.strategy or saved.strategy,
+                            steps=args.steps if args.steps is not None else saved.steps)
+        result = train(cfg, args.resume, data=args.data, resume=True, progress=not args.no_progress)
+    else:
+        if not args.data:
+            raise DfcanError("--data is required for a new run")
+        cfg = config_from_args(args)
+        result = train(cfg, args.run, data=args.data, normalization=args.normalization or "minmax",
+                       task=args.task or "sisr",
+                       pixel_size_nm=args.pixel_size_nm, progress=not args.no_progress)
+    print(f"{result.run_dir}: step {result.step}, best validation NRMSE {result.best_nrmse:.4f} "
+          f"(bicubic {result.bicubic_nrmse:.4f}), lr {result.lr:.2e}")
+    return 0
+
