@@ -265,7 +265,7 @@ def estimate_noise(image: np.ndarray, *, pixel_nm: float = RAW_PIXEL_NM, na: flo
         floor = max(frames * read_noise ** 2, 1e-6)
         return NoiseModel(float(gain), float(b), "given", floor)
     cutoff_px = detection_cutoff(na, emission_nm) * pixel_nm
-    if margin * cutoff_px >= 0.5 * math.sqrt(2.0) * 0.9:
+    if margin * cutoff_px >= 0.45:
         raise DfcanError(f"the detection cutoff {cutoff_px:.3f} cycles/pixel leaves no noise-only part of the "
                          f"spectrum at pixel size {pixel_nm} nm; give --gain, --read-noise and --offset")
     low, high, rho, k2 = _split_spectrum(image, cutoff_px, margin)
