@@ -6,10 +6,11 @@ Uses only onnxruntime, numpy and tifffile (no TensorFlow):
 
 Input: a 2-D wide-field image (H, W) for a 1-channel model, or a stack of raw
 SIM frames (C, H, W) or (H, W, C) for a C-channel model, any intensity range.
-As in the authors' code it is min-max normalised to [0, 1] (whole stack
-jointly), run at full size (the ONNX model has dynamic batch, height and
-width), and the output is min-max stretched and written as a 16-bit TIFF
-(``--float32`` writes the raw (0, 1) network output instead).
+It is normalised as the network was trained (the run's normalisation, read
+from the model's metadata ``dfcan_tf.config``; min-max over the whole stack by
+default, see docs/data.md#normalisation), run at full size (the ONNX model has
+dynamic batch, height and width), and the output is min-max stretched and
+written as a 16-bit TIFF (``--float32`` writes the raw network output instead).
 """
 
 from __future__ import annotations
@@ -36,7 +37,40 @@ def model_config(session: ort.InferenceSession) -> dict:
     return json.loads(meta.get("dfcan_tf.config", "{}"))
 
 
-def to_batch(image: np.ndarray, channels: int) -> np.ndarray:
+def normalization(config: dict) -> dict:
+    """The run's input normalisation from the exported model's metadata (default: min-max, the paper's).
+
+    ``config["normalization"]`` is the full setting written by ``dfcan export``;
+    older exports only carry the run's ``data.normalization`` (a mode name or a dict).
+    """
+    value = config.get("normalization") or (config.get("data") or {}).get("normalization") or "minmax"
+    norm = {"mode": "minmax", "pmin": 1.0, "pmax": 99.8, "eps": 1e-7, "clip": False}
+    norm.update({"mode": value} if isinstance(value, str) else value)
+    return norm
+
+
+def normalize(x: np.ndarray, norm: dict) -> np.ndarray:
+    """Bring a raw image (whole stack jointly) to the network's input range, as in training.
+
+    The formula of dfcan_tf's ``Normalizer`` (docs/data.md#normalisation), restated here so that this
+    script needs no dfcan_tf: ``(x - lo) / (hi - lo + eps)`` with ``lo, hi`` = min and max (``minmax``),
+    the ``pmin``/``pmax`` percentiles (``percentile``, clipped to [0, 1] when ``clip``), or 0 and 65535
+    with ``eps`` 0 (``divide65535``). Computed in float64.
+    """
+    x = np.asarray(x, np.float64)
+    if norm["mode"] == "divide65535":
+        lo, hi, eps = 0.0, 65535.0, 0.0
+    elif norm["mode"] == "percentile":
+        lo, hi, eps = np.percentile(x, norm["pmin"]), np.percentile(x, norm["pmax"]), norm["eps"]
+    else:
+        lo, hi, eps = x.min(), x.max(), norm["eps"]
+    y = (x - lo) / (hi - lo + eps)
+    if norm.get("clip"):
+        y = np.clip(y, 0.0, 1.0)
+    return y.astype(np.float32)
+
+
+def to_batch(image: np.ndarray, channels: int, norm: dict) -> np.ndarray:
     """(H, W), (C, H, W) or (H, W, C) → a normalised (1, H, W, C) float32 batch."""
     x = np.asarray(image, np.float32)
     if x.ndim == 2:
@@ -45,15 +79,22 @@ def to_batch(image: np.ndarray, channels: int) -> np.ndarray:
         x = np.moveaxis(x, 0, -1)
     if x.ndim != 3 or x.shape[-1] != channels:
         raise SystemExit(f"the model takes {channels} channel(s); got an image of shape {np.shape(image)}")
-    lo, hi = float(x.min()), float(x.max())
-    return ((x - lo) / max(hi - lo, 1e-12))[None]
+    return normalize(x, norm)[None]
+
+
+def to_uint16(y: np.ndarray, norm: dict) -> np.ndarray:
+    """The output as 16-bit: min-max stretched (``minmax``/``percentile``), or x 65535 (``divide65535``)."""
+    if norm["mode"] != "divide65535":
+        y = normalize(y, {"mode": "minmax", "eps": 1e-12})
+    return np.round(np.clip(y, 0.0, 1.0) * 65535).astype(np.uint16)
 
 
 def predict(session: ort.InferenceSession, image: np.ndarray) -> np.ndarray:
-    """Run the network on one image; return the (s·H, s·W) output in (0, 1)."""
+    """Run the network on one image, normalised as in training; return the (s·H, s·W) output."""
     inp = session.get_inputs()[0]
     channels = int(inp.shape[-1])
-    return session.run(None, {inp.name: to_batch(image, channels)})[0][0, ..., 0]
+    x = to_batch(image, channels, normalization(model_config(session)))
+    return session.run(None, {inp.name: x})[0][0, ..., 0]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,12 +106,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--float32", action="store_true", help="write the raw network output as float32")
     args = parser.parse_args(argv)
     session = load(args.model, args.threads)
+    norm = normalization(model_config(session))
     y = predict(session, tifffile.imread(args.input))
     if args.float32:
         tifffile.imwrite(args.output, y.astype(np.float32), imagej=True)
     else:
-        y = (y - y.min()) / max(float(y.max() - y.min()), 1e-12)
-        tifffile.imwrite(args.output, np.round(y * 65535).astype(np.uint16), imagej=True)
+        tifffile.imwrite(args.output, to_uint16(y, norm), imagej=True)
     print(f"{args.input} -> {args.output} ({y.shape[0]}x{y.shape[1]})")
     return 0
 

@@ -1,6 +1,7 @@
 """Exports match Keras: ONNX and TFLite (LiteRT) for DFCAN and the DFGAN generator, SISR (1 channel)
-and SIM (9 channels), at two sizes (one not a power of two); the ONNX example runs without TensorFlow;
-bad run folders fail with a clear message and leave nothing behind; failed verification writes nothing.
+and SIM (9 channels), at two sizes (one not a power of two), and for another registered network (EDSR);
+the ONNX example runs without TensorFlow; bad run folders fail with a clear message and leave nothing
+behind; failed verification writes nothing.
 """
 
 import json
@@ -13,7 +14,9 @@ import pytest
 
 from dfcan_tf import cli
 from dfcan_tf.errors import DfcanError
-from dfcan_tf.export import run as E
+from dfcan_tf.export import verify as V
+from dfcan_tf.export.run import export_run
+from dfcan_tf.inference import backends as B
 from dfcan_tf.nets import registry
 from dfcan_tf.nets.dfcan import DFCANConfig
 from dfcan_tf.runs import load_run, write_run
@@ -53,7 +56,7 @@ def runs(tmp_path_factory):
 def _inputs(channels: int, rng):
     for h, w in ((SIZES[0], SIZES[0]), (SIZES[1], SIZES[1]), (SIZES[1], SIZES[0])):
         yield rng.random((2, h, w, channels), dtype=np.float32)
-    yield E.simulated_image((SIZES[1], SIZES[1]), channels, seed=3)[None]
+    yield V.simulated_image((SIZES[1], SIZES[1]), channels, seed=3)[None]
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "tflite"])
@@ -61,13 +64,13 @@ def _inputs(channels: int, rng):
 def test_export_matches_keras(runs, case, fmt, tmp_path, rng):
     run_dir = runs[case]
     out = tmp_path / f"model.{fmt}"
-    result = E.export_run(run_dir, out, fmt, sizes=SIZES)
+    result = export_run(run_dir, out, fmt, sizes=SIZES)
     assert out.is_file() and result.path == out
     assert len(result.checks) == 4 and result.max_abs_diff <= TOL
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".part")]
 
     reference = load_run(run_dir).model  # the run's own network (FFT spectrum)
-    backend = E.load_backend(out, fmt, threads=2)
+    backend = B.load_backend(out, fmt, threads=2)
     channels = CASES[case].input_channels
     for x in _inputs(channels, rng):
         want = reference(x).numpy()
@@ -80,7 +83,7 @@ def test_export_matches_keras(runs, case, fmt, tmp_path, rng):
 def test_onnx_graph_is_portable(runs, tmp_path):
     import onnx
 
-    out = E.export_run(runs["dfcan_sisr"], tmp_path / "m.onnx", "onnx", sizes=SIZES, opset=18).path
+    out = export_run(runs["dfcan_sisr"], tmp_path / "m.onnx", "onnx", sizes=SIZES, opset=18).path
     model = onnx.load(str(out))
     assert model.opset_import[0].version == 18
     ops = {n.op_type for n in model.graph.node}
@@ -95,7 +98,7 @@ def test_onnx_graph_is_portable(runs, tmp_path):
 def test_tflite_uses_builtin_ops_only(runs, tmp_path):
     from ai_edge_litert.interpreter import Interpreter
 
-    out = E.export_run(runs["dfcan_sim"], tmp_path / "m.tflite", "tflite", sizes=SIZES).path
+    out = export_run(runs["dfcan_sim"], tmp_path / "m.tflite", "tflite", sizes=SIZES).path
     interpreter = Interpreter(model_path=str(out))
     ops = {d["op_name"] for d in interpreter._get_ops_details()}
     assert not [op for op in ops if op.startswith("Flex") or op == "CUSTOM"]
@@ -107,7 +110,7 @@ def test_tflite_fixed_size(runs, tmp_path, rng, capsys):
     assert cli.main(["export", str(runs["dfcan_sisr"]), "--format", "tflite", "-o", str(out),
                      "--tflite-size", "40"]) == 0
     assert "40x40" in capsys.readouterr().out
-    backend = E.load_backend(out, "tflite")
+    backend = B.load_backend(out, "tflite")
     x = rng.random((1, 40, 40, 1), dtype=np.float32)
     assert np.max(np.abs(backend(x) - load_run(runs["dfcan_sisr"]).model(x).numpy())) <= TOL
     with pytest.raises(DfcanError, match=r"exported for input shape \(1, 40, 40, 1\) only"):
@@ -116,18 +119,37 @@ def test_tflite_fixed_size(runs, tmp_path, rng, capsys):
 
 def test_saved_model_matches_keras(runs, tmp_path, rng):
     out = tmp_path / "sm"
-    E.export_run(runs["dfgan_sim"], out, "saved_model", sizes=SIZES)
-    backend = E.load_backend(out, "saved_model")
+    export_run(runs["dfgan_sim"], out, "saved_model", sizes=SIZES)
+    backend = B.load_backend(out, "saved_model")
     x = rng.random((1, 37, 29, 9), dtype=np.float32)
     want = load_run(runs["dfgan_sim"]).model(x).numpy()
     assert np.max(np.abs(backend(x) - want)) <= TOL
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "tflite"])
+def test_other_registered_network_exports(fmt, tmp_path, rng):
+    """Export is generic over the registry: a tiny EDSR (no Fourier attention, no spectrum twin) exports and
+    verifies; the model card's citation and description come from the registry."""
+    from dfcan_tf.export.bioimageio import citation
+
+    cfg = registry.make_config("edsr", 1, 2, width=8, n_blocks=1)
+    run_dir = _make_run(tmp_path / "edsr", cfg, seed=3, perturb=0.05)
+    out = tmp_path / f"m.{fmt}"
+    result = export_run(run_dir, out, fmt, sizes=SIZES)
+    assert out.is_file() and len(result.checks) == 4 and result.max_abs_diff <= TOL
+    x = rng.random((1, 29, 37, 1), dtype=np.float32)
+    want = load_run(run_dir).model(x).numpy()
+    assert np.max(np.abs(B.load_backend(out, fmt)(x) - want)) <= TOL and want.std() > 1e-3
+    assert V.open_run(run_dir).twin() is None
+    cite = citation(cfg)
+    assert cite["doi"] == "10.1109/CVPRW.2017.151" and "Enhanced Deep Residual Networks" in cite["text"]
 
 
 def test_onnx_example_runs_without_tensorflow(runs, tmp_path, rng):
     """export/onnx_predict.py in a fresh interpreter: TensorFlow is never imported."""
     import tifffile
 
-    model = E.export_run(runs["dfgan_sim"], tmp_path / "m.onnx", "onnx", sizes=SIZES).path
+    model = export_run(runs["dfgan_sim"], tmp_path / "m.onnx", "onnx", sizes=SIZES).path
     raw = (rng.random((9, 40, 33)) * 3000 + 200).astype(np.uint16)  # a raw SIM stack, frames first
     tifffile.imwrite(tmp_path / "in.tif", raw)
     code = f"""
@@ -158,7 +180,7 @@ def test_litert_example(runs, tmp_path, rng):
         sys.path.remove(str(ROOT / "export"))
     import tifffile
 
-    model = E.export_run(runs["dfcan_sisr"], tmp_path / "m.tflite", "tflite", sizes=SIZES).path
+    model = export_run(runs["dfcan_sisr"], tmp_path / "m.tflite", "tflite", sizes=SIZES).path
     image = (rng.random((30, 51)) * 1000).astype(np.float32)
     interpreter = litert_predict.load(str(model), threads=1)
     y = litert_predict.predict(interpreter, image)
@@ -173,22 +195,22 @@ def test_litert_example(runs, tmp_path, rng):
 def test_load_backend_from_run_folder(runs, rng):
     run_dir = runs["dfcan_sisr"]
     x = rng.random((1, 24, 35, 1), dtype=np.float32)
-    outputs = {b: E.load_backend(run_dir, b, threads=1)(x) for b in ("keras", "onnx", "tflite")}
+    outputs = {b: B.load_backend(run_dir, b, threads=1)(x) for b in ("keras", "onnx", "tflite")}
     assert (run_dir / "export" / "model.onnx").is_file() and (run_dir / "export" / "model.tflite").is_file()
     for b in ("onnx", "tflite"):
         assert np.max(np.abs(outputs[b] - outputs["keras"])) <= TOL
     with pytest.raises(DfcanError, match=r"takes 1 channel\(s\)"):
-        E.load_backend(run_dir, "onnx")(rng.random((1, 24, 24, 9), dtype=np.float32))
+        B.load_backend(run_dir, "onnx")(rng.random((1, 24, 24, 9), dtype=np.float32))
     with pytest.raises(DfcanError, match="backend must be one of"):
-        E.load_backend(run_dir, "torch")
+        B.load_backend(run_dir, "torch")
 
 
 def test_failed_verification_leaves_nothing(runs, tmp_path, monkeypatch):
-    real = E._keras_reference
-    monkeypatch.setattr(E, "_keras_reference", lambda model: (lambda x: real(model)(x) + 1e-3))
+    real = V.keras_reference
+    monkeypatch.setattr(V, "keras_reference", lambda model: (lambda x: real(model)(x) + 1e-3))
     for fmt, name in (("onnx", "m.onnx"), ("tflite", "m.tflite"), ("saved_model", "sm")):
         with pytest.raises(DfcanError, match=r"does not match Keras.*nothing was written \(for scale: Keras with"):
-            E.export_run(runs["dfcan_sisr"], tmp_path / name, fmt, sizes=SIZES)
+            export_run(runs["dfcan_sisr"], tmp_path / name, fmt, sizes=SIZES)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -237,13 +259,34 @@ def test_cli_export_writes_and_reports(runs, tmp_path, capsys):
     assert "two sizes" in capsys.readouterr().err
 
 
-def test_count_flops_matches_tensorflow_profiler():
-    """Convolutions: the analytic count equals TF's own count on the graph. DFT: the sampled, folded
-    transform's shapes are data-dependent (``tf.unique``), so its count is checked against the
-    frequencies the layer actually transforms."""
+def _analytic_flops(c, height: int, width: int) -> float:
+    """The FLOPs of a DFCAN as the sampled-DFT graph computes them, written out by hand (the count the
+    export module used to print): convolutions (head, 2 per FCAB, attention convs at size_psc², upsampling
+    and output convs) plus per FCAB the two DFT matmul stages, (2K, W)·(W, C) per row and
+    (2·M_h, H)·(H, 2K·C), with K the distinct folded column frequencies and M_h = min(H, 2·size_psc)."""
     import tensorflow as tf
 
     from dfcan_tf.nets.layers import _sample_plan
+
+    hw, s = height * width, c.size_psc
+    conv = 2 * hw * 9 * c.input_channels * c.width
+    per_block = 2 * (2 * hw * 9 * c.width * c.width)
+    attention = 2 * s * s * 9 * c.width * c.width + 2 * 2 * c.width * (c.width // c.reduction)
+    fw = _sample_plan(tf.constant(width), s)[0].numpy()
+    k = len(np.unique(np.minimum(fw, width - fw)))
+    m_h = min(height, 2 * s)
+    dft = 2 * c.width * height * width * 2 * k + 2 * c.width * 2 * m_h * height * 2 * k
+    n = c.n_groups * c.n_blocks
+    conv += n * (per_block + attention)
+    conv += 2 * hw * 9 * c.width * c.width * c.scale**2 + 2 * hw * c.scale**2 * 9 * c.width
+    return float(conv + n * dft)
+
+
+def test_count_flops_matches_tensorflow_profiler():
+    """Convolutions: the package's one FLOP counter equals TF's own profiler count on the graph."""
+    import tensorflow as tf
+
+    from dfcan_tf.benchmark.flops import count_flops
 
     cfg = DFCANConfig.dfcan(1, 2, **TINY).replace(spectrum="dft")
     model = registry.build(cfg)
@@ -254,21 +297,27 @@ def test_count_flops_matches_tensorflow_profiler():
             .with_empty_output().build())
     opts["account_type_regexes"] = ["Conv2D"]
     prof = tf.compat.v1.profiler.profile(graph, options=opts)
-    flops = E.count_flops(cfg, h, w)
+    flops = count_flops(cfg, h, w)
     assert abs(prof.total_float_ops - flops["conv"]) / flops["conv"] < 0.01
-    fw = _sample_plan(tf.constant(w), cfg.size_psc)[0].numpy()
-    k = len(np.unique(np.minimum(fw, w - fw)))
-    m_h = min(h, 2 * cfg.size_psc)
-    per_block = 2 * cfg.width * h * w * 2 * k + 2 * cfg.width * 2 * m_h * h * 2 * k
-    assert flops["dft"] == cfg.n_groups * cfg.n_blocks * per_block
-    full = E.count_flops(DFCANConfig.dfcan(1, 2), 502, 502)  # the paper's DFCAN at 502²: 130 of 256 folded
-    assert 955e9 < full["total"] < 965e9
+
+
+def test_count_flops_of_full_dfcan_at_502_matches_the_analytic_count():
+    """benchmark_backends' FLOPs (dfcan_tf.benchmark.flops, read off the graph) equal the hand count of the
+    paper's DFCAN with the sampled-DFT spectrum at 502² within 1% (960.7 GFLOP; 130 of 256 W folded)."""
+    from dfcan_tf.benchmark.flops import count_flops
+
+    cfg = DFCANConfig.dfcan(1, 2).replace(spectrum="dft")
+    want = _analytic_flops(cfg, 502, 502)
+    assert 955e9 < want < 965e9
+    assert abs(count_flops(cfg, 502, 502)["total"] - want) / want < 0.01
 
 
 def test_benchmark_backends_quick(capsys):
     import argparse
 
-    rows = E.benchmark_backends(argparse.Namespace(quick=True, threads=2), sgemm=100.0)
+    from dfcan_tf.benchmark.backends import benchmark_backends
+
+    rows = benchmark_backends(argparse.Namespace(quick=True, threads=2), sgemm=100.0)
     assert {r["backend"] for r in rows} >= {"keras", "onnxruntime", "litert"} and {r["size"] for r in rows} == {64, 96}
     assert all(r["seconds"] > 0 and r["gflop"] > 0 and r["max_abs_diff"] <= TOL for r in rows)
     out = capsys.readouterr().out
@@ -280,8 +329,8 @@ def test_full_size_dfcan_exports_match_at_502(tmp_path):
     """The paper's DFCAN (random weights): ONNX and TFLite match Keras up to the authors' 502×502 input."""
     cfg = DFCANConfig.dfcan(1, 2)
     run_dir = _make_run(tmp_path / "run", cfg, perturb=0.0)
-    onnx_result = E.export_run(run_dir, tmp_path / "m.onnx", "onnx", sizes=(96, 257))
-    tflite_result = E.export_run(run_dir, tmp_path / "m.tflite", "tflite", sizes=(128, 502))
+    onnx_result = export_run(run_dir, tmp_path / "m.onnx", "onnx", sizes=(96, 257))
+    tflite_result = export_run(run_dir, tmp_path / "m.tflite", "tflite", sizes=(128, 502))
     assert max(onnx_result.max_abs_diff, tflite_result.max_abs_diff) <= TOL
 
 
@@ -378,7 +427,7 @@ def test_every_export_is_recorded_with_checksums_and_verification(own_run, tmp_p
 
     from dfcan_tf import safety
 
-    result = E.export_run(own_run, tmp_path / "m.tflite", "tflite", sizes=SIZES)
+    result = export_run(own_run, tmp_path / "m.tflite", "tflite", sizes=SIZES)
     entry = safety.output_record(result.path)
     weights = own_run / "weights" / "best.weights.h5"
     assert entry["command"] == "export" and entry["format"] == "tflite"
@@ -389,7 +438,7 @@ def test_every_export_is_recorded_with_checksums_and_verification(own_run, tmp_p
     assert v["passed"] is True and v["tolerance"] == TOL and v["max_abs_diff"] == pytest.approx(result.max_abs_diff)
     assert 0 <= v["max_abs_diff"] <= TOL and len(v["checks"]) == 4
     # the default output's record lives in the run folder
-    E.export_run(own_run, None, "onnx", sizes=SIZES)
+    export_run(own_run, None, "onnx", sizes=SIZES)
     assert safety.output_record(own_run / "export" / "model.onnx")["format"] == "onnx"
     assert (own_run / "export" / safety.MANIFEST).is_file()
 
@@ -402,20 +451,20 @@ def test_load_backend_runs_only_recorded_current_artefacts(own_run, runs, tmp_pa
     x = rng.random((1, 24, 24, 1), dtype=np.float32)
     export_dir = own_run / "export"
     # 1. a SavedModel planted in RUN/export (here: another run's, verified there) is never loaded
-    planted = E.export_run(runs["dfgan_sisr"], tmp_path / "elsewhere" / "model", "saved_model", sizes=SIZES).path
+    planted = export_run(runs["dfgan_sisr"], tmp_path / "elsewhere" / "model", "saved_model", sizes=SIZES).path
     shutil.copytree(planted, export_dir / "model")
-    monkeypatch.setattr(E, "_saved_model_runner", lambda path: pytest.fail(f"loaded the planted {path}"))
+    monkeypatch.setattr(B, "saved_model_runner", lambda path: pytest.fail(f"loaded the planted {path}"))
     with pytest.raises(DfcanError, match="not recorded as a verified 'saved_model' export"):
-        E.load_backend(own_run, "saved_model")
+        B.load_backend(own_run, "saved_model")
     monkeypatch.undo()
     # 2. another run's ONNX, with or without its record: refused
-    other = E.export_run(runs["dfcan_sisr"], tmp_path / "other" / "model.onnx", "onnx", sizes=SIZES).path
+    other = export_run(runs["dfcan_sisr"], tmp_path / "other" / "model.onnx", "onnx", sizes=SIZES).path
     shutil.copy(other, export_dir / "model.onnx")
     with pytest.raises(DfcanError, match="not recorded"):
-        E.load_backend(own_run, "onnx")
+        B.load_backend(own_run, "onnx")
     shutil.copy(other.parent / safety.MANIFEST, export_dir / safety.MANIFEST)
     with pytest.raises(DfcanError, match=r"stale.*Re-export: dfcan export .* --format onnx"):
-        E.load_backend(own_run, "onnx")
+        B.load_backend(own_run, "onnx")
     # ... and --overwrite does not replace what this run's export did not write
     (export_dir / safety.MANIFEST).unlink()
     assert cli.main(["export", str(own_run), "--overwrite", "--verify-sizes", "32", "45"]) == 2
@@ -424,29 +473,29 @@ def test_load_backend_runs_only_recorded_current_artefacts(own_run, runs, tmp_pa
     shutil.rmtree(export_dir / "model")
     # 3. missing: exported (verified and recorded), then used
     want = load_run(own_run).model(x).numpy()
-    assert np.max(np.abs(E.load_backend(own_run, "onnx")(x) - want)) <= TOL
+    assert np.max(np.abs(B.load_backend(own_run, "onnx")(x) - want)) <= TOL
     # 4. retrained (the weights file changed): the old export is refused, re-export fixes it
     _make_run(own_run, CASES["dfcan_sisr"], seed=8)
     with pytest.raises(DfcanError, match=r"stale.*best.weights.h5.*--overwrite"):
-        E.load_backend(own_run, "onnx")
+        B.load_backend(own_run, "onnx")
     assert cli.main(["predict", str(own_run), str(tmp_path / "none.tif"), "-o", str(tmp_path / "p"),
                      "--backend", "onnx"]) == 2
     assert "Traceback" not in capsys.readouterr().err and not (tmp_path / "p").exists()
     assert cli.main(["export", str(own_run), "--overwrite", "--verify-sizes", "32", "45"]) == 0
     want = load_run(own_run).model(x).numpy()
-    assert np.max(np.abs(E.load_backend(own_run, "onnx")(x) - want)) <= TOL
+    assert np.max(np.abs(B.load_backend(own_run, "onnx")(x) - want)) <= TOL
     # 5. an artefact edited after export is refused
     with open(export_dir / "model.onnx", "ab") as fh:
         fh.write(b"\0")
     with pytest.raises(DfcanError, match="changed after it was exported"):
-        E.load_backend(own_run, "onnx")
+        B.load_backend(own_run, "onnx")
     # 6. weights "last" differ from the "best" the export was made from
-    E.export_run(own_run, None, "tflite", sizes=SIZES)
+    export_run(own_run, None, "tflite", sizes=SIZES)
     _make_run(tmp_path / "scratch", CASES["dfcan_sisr"], seed=9)
     shutil.copy(tmp_path / "scratch" / "weights" / "last.weights.h5", own_run / "weights" / "last.weights.h5")
-    E.load_backend(own_run, "tflite", which="best")
+    B.load_backend(own_run, "tflite", which="best")
     with pytest.raises(DfcanError, match="stale"):
-        E.load_backend(own_run, "tflite", which="last")
+        B.load_backend(own_run, "tflite", which="last")
 
 
 @pytest.mark.parametrize("flags, words", [
@@ -478,7 +527,7 @@ def test_bad_numbers_are_clear_errors(runs, tmp_path, flags, words, capsys):
 def test_bad_threads_are_refused(runs):
     for threads in (0, -2, 1.5):
         with pytest.raises(DfcanError, match="threads"):
-            E.load_backend(runs["dfcan_sisr"], "onnx", threads=threads)
+            B.load_backend(runs["dfcan_sisr"], "onnx", threads=threads)
 
 
 def test_nan_weights_are_not_exported(own_run, tmp_path, capsys):
@@ -509,5 +558,5 @@ def test_stale_parts_of_a_killed_export_are_cleaned(own_run, tmp_path):
     fresh.mkdir()
     old = time.time() - 2 * 3600
     os.utime(stale, (old, old))
-    E.export_run(own_run, tmp_path / "m.onnx", "onnx", sizes=SIZES)
+    export_run(own_run, tmp_path / "m.onnx", "onnx", sizes=SIZES)
     assert not stale.exists() and fresh.is_dir()

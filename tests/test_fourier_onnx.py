@@ -2,7 +2,7 @@
 spectrum goes through tf2onnx and onnxruntime matches Keras at two sizes, one not a power of two.
 
 This is the early proof asked of the layer design (issue 2); the full export with its
-verification, TFLite and the benchmark live in dfcan_tf.export.run and tests/test_export.py.
+verification, TFLite and the benchmark live in dfcan_tf.export and tests/test_export.py.
 """
 
 import numpy as np

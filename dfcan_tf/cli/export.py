@@ -1,0 +1,53 @@
+"""``dfcan export``: write a run folder's network as ONNX, TFLite, SavedModel or a bioimage.io package.
+
+Every artefact is verified against Keras before it is kept; see
+:func:`dfcan_tf.export.run.export_run` and ``docs/export.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    # These modules import TensorFlow only inside their functions: `dfcan export --help` stays light.
+    from dfcan_tf.export.onnx import DEFAULT_OPSET, MAX_OPSET
+    from dfcan_tf.export.run import FORMATS
+    from dfcan_tf.export.verify import TOLERANCE, VERIFY_SIZES
+
+    parser.add_argument("run", help="run folder (config.json + weights/)")
+    parser.add_argument("--format", choices=FORMATS, default="onnx")
+    parser.add_argument("-o", "--output", default=None,
+                        help="destination (default: RUN/export/model.onnx, model.tflite, model/ or bioimageio.zip); "
+                             "never the run folder, inside it only RUN/export/")
+    parser.add_argument("--weights", choices=["best", "last"], default="best")
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset ({DEFAULT_OPSET}-{MAX_OPSET})")
+    parser.add_argument("--verify-sizes", type=int, nargs="+", default=list(VERIFY_SIZES), metavar="N",
+                        help="square input sizes the artefact is checked at against Keras (default: %(default)s)")
+    parser.add_argument("--tolerance", type=float, default=TOLERANCE,
+                        help="largest max abs difference from Keras accepted (default: %(default)s)")
+    parser.add_argument("--tflite-size", type=int, default=None, metavar="N",
+                        help="tflite: convert for a fixed (1, N, N, C) input instead of a dynamic shape")
+    parser.add_argument("--name", default=None, help="bioimage.io: model name")
+    parser.add_argument("--no-test-run", action="store_true",
+                        help="bioimage.io: skip the bioimageio.core test run (validation still runs)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the output if an earlier 'dfcan export' wrote it (never another file or folder)")
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    from dfcan_tf.errors import DfcanError
+    from dfcan_tf.export.run import export_run
+
+    extra: dict[str, Any] = {}
+    if args.format == "bioimageio":
+        extra = {"name": args.name, "test_run": not args.no_test_run}
+    elif args.format == "tflite" and args.tflite_size is not None:
+        extra = {"fixed_size": args.tflite_size}
+    elif args.tflite_size is not None:
+        raise DfcanError(f"--tflite-size applies to --format tflite only. Received: --format {args.format}")
+    result = export_run(args.run, args.output, args.format, which=args.weights, opset=args.opset,
+                        sizes=args.verify_sizes, tolerance=args.tolerance, overwrite=args.overwrite, **extra)
+    print(result.summary())
+    return 0

@@ -1,0 +1,69 @@
+"""ONNX export: tf2onnx from a ``tf.function`` with dynamic batch, height and width (``docs/export.md#formats``).
+
+Input ``"input"`` (N, H, W, C) float32 in [0, 1], output ``"output"``
+(N, s·H, s·W, 1); opset 17 by default (tf2onnx 1.17 goes up to 18). The run's
+configuration and its input normalisation are stored in the model's metadata
+(``dfcan_tf.config``), so a consumer can read the scale and normalise as the
+network was trained (``export/onnx_predict.py`` does).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from dfcan_tf.errors import DfcanError
+from dfcan_tf.export import verify
+from dfcan_tf.export.records import record, sha256_of
+from dfcan_tf.inference.backends import INPUT_NAME, OUTPUT_NAME, onnx_runner
+
+DEFAULT_OPSET = 17
+MAX_OPSET = 18  # the highest tf2onnx 1.17 converts to on this stack
+METADATA_KEY = "dfcan_tf.config"
+
+
+def to_onnx_proto(model: Any, channels: int, *, opset: int = DEFAULT_OPSET, metadata: dict | None = None):
+    """Convert a (portable) Keras SR network to an ONNX ``ModelProto`` with dynamic N, H, W.
+
+    tf2onnx writes a model even when some ops have no ONNX equivalent, so the
+    graph is checked for leftover TensorFlow ops here and the result must
+    still be run (:func:`write_onnx` does both).
+    """
+    import tensorflow as tf
+    import tf2onnx
+
+    if not DEFAULT_OPSET <= opset <= MAX_OPSET:
+        raise DfcanError(f"opset must be between {DEFAULT_OPSET} and {MAX_OPSET}. Received: opset={opset}")
+    spec = (tf.TensorSpec((None, None, None, channels), tf.float32, name=INPUT_NAME),)
+    proto, _ = tf2onnx.convert.from_function(verify.serving_function(model, channels), input_signature=spec,
+                                             opset=opset)
+    graph = proto.graph
+    unsupported = sorted({n.op_type for n in graph.node if n.domain not in ("", "ai.onnx")})
+    if unsupported:
+        raise DfcanError(f"ONNX conversion left unsupported ops {unsupported}; is the model built with spectrum='dft'?")
+    # Stable tensor names for consumers ("input" / "output").
+    old = graph.output[0].name
+    for node in graph.node:
+        node.output[:] = [OUTPUT_NAME if o == old else o for o in node.output]
+        node.input[:] = [OUTPUT_NAME if i == old else i for i in node.input]
+    graph.output[0].name = OUTPUT_NAME
+    if graph.input[0].name != INPUT_NAME:
+        raise DfcanError(f"unexpected ONNX input name {graph.input[0].name!r}")
+    proto.producer_name = "dfcan_tf"
+    if metadata:
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = METADATA_KEY, json.dumps(metadata)
+    return proto
+
+
+def write_onnx(src: verify.Source, out: Path, *, opset: int = DEFAULT_OPSET,
+               sizes=verify.VERIFY_SIZES, tolerance: float = verify.TOLERANCE) -> verify.ExportResult:
+    """Convert ``src``'s portable network to ``out`` (.onnx), verify it against Keras, record it."""
+    proto = to_onnx_proto(src.portable, src.channels, opset=opset, metadata=src.metadata())
+    with verify.staged(out) as tmp:
+        tmp.write_bytes(proto.SerializeToString())
+        checks = verify.compare(onnx_runner(tmp), verify.keras_reference(src.reference), src.channels, src.scale,
+                                sizes, tolerance, what=f"ONNX export of {src.run.path}", twin=src.twin())
+        sha = sha256_of(tmp)
+    return record(src, verify.ExportResult(out, "onnx", checks, tolerance, {"opset": opset}), sha)
