@@ -80,10 +80,20 @@ def qc_files(sr_path, input_path, out_dir, *, scale: int | None = None, pixel_nm
         raise DfcanError(f"{input_path} holds {meas.shape[0]} frames; expected 1 (wide-field) or 9 / 25 raw SIM "
                          "frames")
     scale = _infer_scale(sr_path, sr.shape[1:], input_path, meas.shape[1:], scale)
-    if pixel_nm is None:
-        pixel_nm = in_meta.get("pixel_size_nm") or (sr_meta.get("pixel_size_nm") or 0) * scale or RAW_PIXEL_NM
     if emission_nm is None:
         emission_nm = in_meta.get("wavelength_nm") or 525.0
+    if pixel_nm is None:
+        # Metadata only when physically possible: a TIFF without resolution tags reads as 1000 nm pixels.
+        nyquist_px = float(emission_nm) / (4.0 * na)
+        for source, value in ((input_path, in_meta.get("pixel_size_nm")),
+                              (sr_path, (sr_meta.get("pixel_size_nm") or 0) * scale)):
+            if value and value < nyquist_px:
+                pixel_nm = value
+                break
+            if value:
+                say(f"ignoring the pixel size {value:g} nm of {source}'s metadata (raw pixels must be below "
+                    f"λ/(4·NA) = {nyquist_px:.0f} nm)")
+        pixel_nm = pixel_nm or RAW_PIXEL_NM
     pixel_nm, emission_nm = float(pixel_nm), float(emission_nm)
     if not (pixel_nm > 0 and emission_nm > 0 and 0 < na < 2):
         raise DfcanError(f"optics out of range: --pixel-nm {pixel_nm}, --emission-nm {emission_nm}, --na {na}")
@@ -188,7 +198,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-smooth", action="store_true",
                         help="do not smooth the z map with the PSF-sized Gaussian before thresholding")
     parser.add_argument("--border", type=int,
-                        help="raw pixels at each edge left out of the scores (default: PSF sigma + 1)")
+                        help="raw pixels at each edge left out of the scores (default: one PSF width λ/NA)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the output folder if it holds a previous 'dfcan qc' output")
     parser.add_argument("--quiet", action="store_true", help="no progress messages")

@@ -222,7 +222,7 @@ def _split_spectrum(image: np.ndarray, cutoff_px: float, margin: float) -> tuple
 
 def estimate_noise(image: np.ndarray, *, pixel_nm: float = RAW_PIXEL_NM, na: float = 1.3,
                    emission_nm: float = 525.0, gain: float | None = None, read_noise: float | None = None,
-                   offset: float | None = None, frames: int = 1, border: int = 2,
+                   offset: float | None = None, frames: int = 1, border: int = 4,
                    margin: float = NOISE_MARGIN) -> NoiseModel:
     """Estimate the noise model ``var = a·μ + b`` of a wide-field image from its own data.
 
