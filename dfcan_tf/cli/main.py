@@ -27,6 +27,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("dfcan_tf.cli.predict", "super-resolve images with a run folder"),
     "evaluate": ("dfcan_tf.cli.evaluate", "evaluate a run folder on a BioSR-layout test set"),
     "assess": ("dfcan_tf.cli.assess", "assessment matrix: networks vs conventional SIM per specimen and signal level"),
+    "qc": ("dfcan_tf.cli.qc", "forward-consistency QC map: which parts of an SR image agree with the measured input"),
     "export": ("dfcan_tf.cli.export", "export a run folder to ONNX, TFLite, SavedModel or bioimage.io"),
     "benchmark": ("dfcan_tf.cli.benchmark", "print speed figures (data, train, predict, sgemm)"),
 }
