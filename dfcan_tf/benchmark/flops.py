@@ -34,59 +34,58 @@ def _prod(values) -> int:
     return out
 
 
-def _op_flops(op) -> tuple[str, float]:
-    """("conv" | "matmul" | "", FLOPs) of one graph operation."""
-    kind = op.type
-    if kind in ("Conv2D", "DepthwiseConv2dNative"):
-        out = _dims(op.outputs[0].shape)
-        kernel = _dims(op.inputs[1].shape)
-        if out is None or kernel is None:
-            return "", 0.0
-        kh, kw, cin = kernel[0], kernel[1], kernel[2]
-        per_output = kh * kw * (cin if kind == "Conv2D" else 1)
-        return "conv", 2.0 * _prod(out) * per_output
-    if kind == "Conv2DBackpropInput":  # a transposed convolution in a forward pass
-        grad = _dims(op.inputs[2].shape)
-        kernel = _dims(op.inputs[1].shape)
-        if grad is None or kernel is None:
-            return "", 0.0
-        kh, kw, cout = kernel[0], kernel[1], kernel[2]
-        return "conv", 2.0 * _prod(grad) * kh * kw * cout
-    if kind in _MATMUL_OPS:
-        a, b = _dims(op.inputs[0].shape), _dims(op.inputs[1].shape)
-        out = _dims(op.outputs[0].shape)
-        if a is None or b is None or out is None:
-            return "", 0.0
-        adj_a = op.get_attr("adj_x" if kind != "MatMul" else "transpose_a")
-        k = a[-2] if adj_a else a[-1]
-        return "matmul", 2.0 * _prod(out) * k
-    return "", 0.0
+def _op_tensors(op) -> tuple[str, list]:
+    """("conv" | "matmul" | "", the tensors whose shapes give the op's FLOPs)."""
+    if op.type in ("Conv2D", "DepthwiseConv2dNative"):
+        return "conv", [op.outputs[0], op.inputs[1]]
+    if op.type == "Conv2DBackpropInput":  # a transposed convolution in a forward pass
+        return "conv", [op.inputs[2], op.inputs[1]]
+    if op.type in _MATMUL_OPS:
+        return "matmul", [op.inputs[0], op.outputs[0]]
+    return "", []
 
 
-def _graph_flops(graph) -> dict[str, float]:
-    counts = {"conv": 0.0, "matmul": 0.0}
-    for op in graph.get_operations():
-        kind, flops = _op_flops(op)
-        if kind:
-            counts[kind] += flops
-    # Keras layers inside tf.function bodies: While/If sub-graphs do not occur in these networks.
-    for fn in getattr(graph, "_functions", {}).values():
-        sub = getattr(fn, "graph", None)
-        if sub is not None:
-            inner = _graph_flops(sub)
-            counts["conv"] += inner["conv"]
-            counts["matmul"] += inner["matmul"]
-    return counts
+def _flops_from_shapes(op, shapes: list[list[int]]) -> float:
+    if op.type in ("Conv2D", "DepthwiseConv2dNative"):
+        out, kernel = shapes
+        per_output = kernel[0] * kernel[1] * (kernel[2] if op.type == "Conv2D" else 1)
+        return 2.0 * _prod(out) * per_output
+    if op.type == "Conv2DBackpropInput":
+        grad, kernel = shapes
+        return 2.0 * _prod(grad) * kernel[0] * kernel[1] * kernel[2]
+    a, out = shapes
+    adj_a = op.get_attr("transpose_a" if op.type == "MatMul" else "adj_x")
+    k = a[-2] if adj_a else a[-1]
+    return 2.0 * _prod(out) * k
 
 
 def count_model_flops(model: Any, height: int, width: int, channels: int | None = None) -> dict[str, float]:
-    """FLOPs of one ``height × width`` image through ``model``: ``{"conv", "matmul", "total"}``."""
+    """FLOPs of one ``height × width`` image through ``model``: ``{"conv", "matmul", "total"}``.
+
+    Shapes come from the traced graph; where a shape is only known at run time
+    (the sampled-DFT attention's frequency count comes out of ``tf.unique``),
+    the sub-graph computing those tensors is run once on a zero image.
+    """
     import tensorflow as tf
 
     channels = int(channels if channels is not None else model.inputs[0].shape[-1])
     spec = tf.TensorSpec([1, int(height), int(width), channels], tf.float32)
-    graph = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec).graph
-    counts = _graph_flops(graph)
+    wrapped = tf.compat.v1.wrap_function(lambda x: model(x, training=False), signature=[spec])
+    counted, dynamic = [], []
+    for op in wrapped.graph.get_operations():
+        kind, tensors = _op_tensors(op)
+        if not kind:
+            continue
+        shapes = [_dims(t.shape) for t in tensors]
+        (counted if all(s is not None for s in shapes) else dynamic).append((kind, op, tensors, shapes))
+    if dynamic:
+        fetches = [t for _, _, tensors, _ in dynamic for t in tensors]
+        values = wrapped.prune(feeds=wrapped.inputs[0], fetches=fetches)(tf.zeros(spec.shape))
+        it = iter(values)
+        dynamic = [(kind, op, tensors, [list(next(it).shape) for _ in tensors]) for kind, op, tensors, _ in dynamic]
+    counts = {"conv": 0.0, "matmul": 0.0}
+    for kind, op, _, shapes in counted + dynamic:
+        counts[kind] += _flops_from_shapes(op, shapes)
     counts["total"] = counts["conv"] + counts["matmul"]
     return counts
 
