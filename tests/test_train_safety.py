@@ -191,7 +191,7 @@ def test_load_run_with_another_architecture_is_short_and_quiet(tmp_path):
             load_run(tmp_path / "run")
     msg = str(info.value)
     assert msg.startswith(str(tmp_path / "run/weights/best.weights.h5"))
-    assert "1 groups x 2 blocks" in msg and "config.json" in msg and "\n" not in msg and len(msg) < 600
+    assert "n_groups 1, n_blocks 2" in msg and "config.json" in msg and "\n" not in msg and len(msg) < 600
     assert not [w for w in caught if "keras" in str(w.filename)]
 
 
@@ -275,7 +275,7 @@ def test_resume_refuses_flags_that_would_change_the_run(capsys, tmp_path):
 
 def test_config_upper_bounds():
     for key, value in (("width", 100_000), ("n_groups", 65), ("n_blocks", 100), ("size_psc", 10_000)):
-        with pytest.raises(DfcanError, match=f"{key} must be at most"):
+        with pytest.raises(DfcanError, match=f"{key} must be an integer between .* Received: {key}={value}"):
             DFCANConfig.dfcan(**{key: value})
     for key, value in (("patch_size", 5000), ("batch_size", 2000)):
         with pytest.raises(DfcanError, match=f"{key} must be at most"):
