@@ -22,7 +22,7 @@ from dfcan_tf.nets.discriminators import (
     build_discriminator,
 )
 
-# REFERENCE.md §2: exact parameter counts.
+# docs/architecture.md#parameter-counts: exact parameter counts.
 DFCAN_PARAMS = {(1, 2): 1_930_753, (1, 3): 2_115_393, (9, 2): 1_935_361, (9, 3): 2_120_001}
 DFGAN_G_PARAMS = {(1, 2): 5_717_129, (1, 3): 5_901_769, (9, 2): 5_721_737, (9, 3): 5_906_377}
 

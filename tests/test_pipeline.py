@@ -35,7 +35,7 @@ def test_batches_shapes_and_normalisation(folder, task, channels):
     x, y = _all(ds)
     assert x.shape == (12, 16, 16, channels) and y.shape == (12, 32, 32, 1)
     assert x.dtype == np.float32 and y.dtype == np.float32
-    # per patch min-max (REFERENCE §4): every patch spans exactly [0, 1]
+    # per patch min-max (docs/data.md#normalisation): every patch spans exactly [0, 1]
     np.testing.assert_allclose(x.min(axis=(1, 2, 3)), 0.0)
     np.testing.assert_allclose(x.max(axis=(1, 2, 3)), 1.0)
     np.testing.assert_allclose(y.max(axis=(1, 2, 3)), 1.0)
