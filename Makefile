@@ -6,19 +6,24 @@ STAMP := $(VENV)/.installed-stamp
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONHASHSEED := 0
 
-.PHONY: demo test test-slow benchmark install clean
+.PHONY: demo test test-slow benchmark install clean xvfb-deps
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet -e ".[test,napari]"
 	touch $(STAMP)
+
+# The napari widget test (tests/test_napari.py) needs an X server and Qt's xcb libraries (docs/napari.md).
+xvfb-deps:
+	command -v Xvfb >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y xvfb libxcb-icccm4 libxcb-keysyms1 \
+		libxcb-xinerama0 libxcb-image0 libxcb-render-util0 libxkbcommon-x11-0 libxcb-shape0)
 
 install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/dfcan demo
 
-test: $(STAMP)
+test: $(STAMP) xvfb-deps
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not slow" tests
 
 test-slow: $(STAMP)
