@@ -237,7 +237,7 @@ def test_evaluate_reports_missing_records(dataset, run_dir, tmp_path, capsys):
 
 
 def test_predict_checks_outputs_before_the_network(run_dir, tmp_path, capsys, monkeypatch, read_only):
-    import dfcan_tf.inference.predict as predict
+    import dfcan_tf.inference.files as predict
 
     src = tmp_path / "in"
     write_tiff(src / "a.tif", np.random.default_rng(0).integers(0, 4000, (24, 24)).astype(np.uint16))
