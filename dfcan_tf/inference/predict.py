@@ -445,10 +445,7 @@ def resolve_run(run: Any, backend: str, which: str) -> ResolvedRun:
                            loaded.model_config)
     doc, model_config = runs.read_run_config(run)
     # Imported here: only non-Keras backends need onnxruntime / LiteRT.
-    try:
-        from dfcan_tf.inference.backends import load_backend
-    except ImportError:  # pragma: no cover -- before the backends moved out of export
-        from dfcan_tf.inference.backends import load_backend
+    from dfcan_tf.inference.backends import load_backend
 
     return ResolvedRun(load_backend(run, backend, which=which), dict(doc.get("data") or {}), model_config.scale,
                        model_config.input_channels, model_config)
