@@ -334,3 +334,21 @@ def test_overlap_from_an_artefact_reads_its_run_config(sisr_run, tmp_path):
     assert overlap_for(SimpleNamespace(path=fake)) == registry.default_overlap(cfg)
     assert config_for_artefact(tmp_path / "lonely.onnx") is None
     assert overlap_for(SimpleNamespace(path=tmp_path / "lonely.onnx")) == FALLBACK_OVERLAP
+
+
+def test_predict_files_works_for_another_architecture(tmp_path):
+    """An SRCNN run (no DFCAN fields) predicts whole and tiled; the default overlap comes from its receptive field."""
+    keras.utils.set_random_seed(4)
+    cfg = registry.make_config("srcnn", 1, 2, n1=8, n2=4)
+    run = write_run(tmp_path / "run", registry.build(cfg), cfg, data={"normalization": "minmax"})
+    rf = registry.receptive_field(cfg)
+    assert rf >= (9 + 5) // 2 // 2  # 9×9 and 5×5 kernels after a 2× upsampling: at least 3 input pixels
+    img = _scene(48, np.random.default_rng(9)).astype(np.uint16)
+    write_tiff(tmp_path / "in" / "a.tif", img)
+    whole = predict_files(run, tmp_path / "in", tmp_path / "whole", dtype="float32", tile_size=0, progress=False)
+    tiled = predict_files(run, tmp_path / "in", tmp_path / "tiled", dtype="float32", tile_size=24, progress=False)
+    assert whole.ok and tiled.ok, (whole.failures, tiled.failures)
+    a, _ = read_tiff(tmp_path / "whole" / "a.tif")
+    b, _ = read_tiff(tmp_path / "tiled" / "a.tif")
+    assert a.shape == (96, 96)
+    np.testing.assert_allclose(b, a, atol=1e-4)  # a purely local network stitches exactly with enough overlap
