@@ -15,6 +15,8 @@ napari notification and in the widget's status line.
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -60,6 +62,21 @@ def _keep_qt_objects_at_exit() -> None:
 
 
 _keep_qt_objects_at_exit()
+
+# Mesa's software OpenGL (llvmpipe) JIT-compiles shaders with LLVM, whose symbols then resolve into the LLVM inside
+# TensorFlow and crash; softpipe without LLVM vertex processing draws the same canvas with no LLVM. Only takes
+# effect when set before napari creates its first canvas (docs/napari.md#starting-napari).
+os.environ.setdefault("GALLIUM_DRIVER", "softpipe")
+os.environ.setdefault("DRAW_USE_LLVM", "0")
+
+TF_AFTER_CANVAS = ("TensorFlow was not loaded before napari's canvas: loading it now would crash napari (TensorFlow "
+                   "and the OpenGL driver both carry LLVM). Start napari with `python -m dfcan_tf.napari` "
+                   "(docs/napari.md#starting-napari)")
+
+
+def tensorflow_loaded() -> bool:
+    """True when TensorFlow is already imported, the only order in which it and napari's OpenGL canvas coexist."""
+    return "tensorflow" in sys.modules
 
 
 class _Relay(QObject):
@@ -139,6 +156,9 @@ class DfcanWidget(Container):
         events.inserted.connect(self._refresh_layers)
         events.removed.connect(self._refresh_layers)
         self._show_source()
+        if not tensorflow_loaded():
+            self.button.enabled = False
+            self.status.value = f"error: {TF_AFTER_CANVAS}"
 
     # ------------------------------------------------------------------ choices
 
@@ -178,6 +198,9 @@ class DfcanWidget(Container):
         The worker's ``returned`` signal adds the layers; ``errored`` shows the
         message. The *Super-resolve* button calls this and starts the worker.
         """
+        if not tensorflow_loaded():
+            self._fail(TF_AFTER_CANVAS)
+            return None
         layer = self.layer.value
         if layer is None:
             self._fail("no image layer: open an image (File > Open) or choose one in 'image layer'")
