@@ -171,6 +171,25 @@ def test_widget_matches_dfcan_predict_on_a_time_lapse(make_napari_viewer, qtbot,
     np.testing.assert_allclose(result.data, written.reshape(result.data.shape), atol=1e-5)
 
 
+def test_widget_onnx_file_matches_keras(make_napari_viewer, qtbot, sisr_run, tmp_path):
+    from dfcan_tf import cli
+
+    onnx_path = tmp_path / "exported" / "tiny.onnx"
+    assert cli.main(["export", str(sisr_run), "--format", "onnx", "-o", str(onnx_path)]) == 0
+    viewer, widget = _widget(make_napari_viewer, qtbot, sisr_run)
+    widget.source.value = "ONNX file"
+    widget.onnx_file.value = onnx_path
+    img = _scene(48, 6)
+    viewer.add_image(img, name="wf")
+    _run_widget(qtbot, widget)
+    result = viewer.layers["wf tiny x2"]  # scale 2 and normalisation read from the ONNX metadata
+    assert result.data.shape == (96, 96)
+    np.testing.assert_allclose(result.scale, (0.5, 0.5))
+    resolved = resolve_run(sisr_run, "keras", "best")
+    np.testing.assert_allclose(result.data, predict_image(resolved.model, img, scale=2, config=resolved.config),
+                               atol=1e-5)
+
+
 def test_widget_sim_stack_with_reconstruction(make_napari_viewer, qtbot, sim_run):
     from dfcan_tf.data.simulate import simulate_cell
     from dfcan_tf.sim import reconstruct_linear
