@@ -49,7 +49,12 @@ def benchmark_backends(args: argparse.Namespace, sgemm: float) -> list[dict[str,
     sampled-DFT network (convolutions + DFT matmuls as implemented; the FFT
     row is given the same count for comparison); GFLOP/s is that count over
     the time and ``/sgemm`` its ratio to the matrix-multiply rate ``sgemm``.
+    With ``args.architecture`` set (per-network speeds,
+    :func:`dfcan_tf.benchmark.predict.benchmark_architectures`) nothing is measured here.
     """
+    if getattr(args, "architecture", None):
+        print("predict backends: measured for DFCAN only; run without --architecture for them")
+        return []
     import keras
 
     from dfcan_tf.benchmark.flops import count_flops

@@ -33,6 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("kind", choices=["sgemm", *KINDS, "all"], help="what to measure")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="CPU threads (default: all cores)")
     parser.add_argument("--quick", action="store_true", help="fewer repeats and smaller sizes (smoke run)")
+    parser.add_argument("--architecture", metavar="NAME", default=None,
+                        help="predict: seconds and GFLOP/s of this registered network (or 'all') on a whole "
+                             "502x502 image instead of the DFCAN memory and backend figures")
 
 
 def run_from_args(args: argparse.Namespace) -> int:
@@ -40,6 +43,14 @@ def run_from_args(args: argparse.Namespace) -> int:
     from dfcan_tf.benchmark.timing import check_positive, sgemm_gflops
 
     check_positive(threads=args.threads)
+    if getattr(args, "architecture", None):
+        from dfcan_tf.errors import DfcanError
+        from dfcan_tf.nets import registry
+
+        if args.kind not in ("predict", "all"):
+            raise DfcanError(f"--architecture applies to `dfcan benchmark predict` (or all), not {args.kind}")
+        if args.architecture != "all":
+            registry.get(args.architecture)  # an unknown name fails before anything is measured
     rate = sgemm_gflops(threads=args.threads, repeats=2 if args.quick else 5)
     print(f"sgemm: {rate:.1f} GFLOP/s (float32, {args.threads} threads, TensorFlow MatMul 2048x2048)")
     kinds = list(KINDS) if args.kind == "all" else ([] if args.kind == "sgemm" else [args.kind])

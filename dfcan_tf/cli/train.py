@@ -1,15 +1,20 @@
 """``dfcan train``: train a registered network into a run folder (``docs/training.md``).
 
-``--architecture`` picks any non-adversarial registered network (default
-``dfcan``), trained with the DFCAN recipe (MSE + 0.1·(1 − SSIM), Adam);
-``--mode dfgan`` trains DFCAN's generator adversarially. The architecture
-flags (``--width`` …) apply to the DFCAN family only. TensorFlow is imported
-only when the command runs.
+``--architecture`` picks any registered network (default ``dfcan``).
+``--recipe own`` (default) trains it with the loss and optimiser of its own
+paper (its ``RECIPE``; Pix2Pix adversarially with its PatchGAN),
+``--recipe dfcan`` with DFCAN's (MSE + 0.1·(1 − SSIM), Adam 1e-4) for a
+like-for-like comparison (``docs/networks.md#training-recipes``); patch size,
+batch and steps come from the flags either way. ``--mode dfgan`` trains
+DFCAN's generator adversarially. The architecture flags (``--width`` …) apply
+to the DFCAN family; ``--net KEY=VALUE`` sets any field of any network's
+configuration. TensorFlow is imported only when the command runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 
 from dfcan_tf.errors import DfcanError
 
@@ -17,7 +22,7 @@ NORMALIZATIONS = ("minmax", "divide65535")
 STRATEGIES = ("default", "mirrored", "multi-worker")
 DFCAN_FAMILY = ("dfcan", "dfgan_generator")
 # `dfcan train` flags that architecture and recipe are made of (refused with --resume).
-ARCHITECTURE_FLAGS = ("architecture", "width", "n_groups", "n_blocks", "size_psc", "reduction", "gamma")
+ARCHITECTURE_FLAGS = ("architecture", "width", "n_groups", "n_blocks", "size_psc", "reduction", "gamma", "net")
 NET_FLAGS = ("width", "n_groups", "n_blocks", "size_psc", "reduction", "gamma")
 RESUME_FLAGS = ("resume", "data", "steps", "strategy", "no_progress")
 
@@ -35,7 +40,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mode", choices=["dfcan", "dfgan"], default=None,
                         help="default: dfcan; dfgan trains DFCAN's generator adversarially")
     parser.add_argument("--architecture", default=None, metavar="NAME",
-                        help="registered network to train with the DFCAN recipe (see dfcan info); default: dfcan")
+                        help="registered network to train (see dfcan info); default: dfcan")
+    parser.add_argument("--recipe", choices=["own", "dfcan"], default=None,
+                        help="own (default): the loss and optimiser of the network's own paper; dfcan: "
+                             "MSE + 0.1(1-SSIM), Adam 1e-4 for any network (same for dfcan/dfgan_generator)")
+    parser.add_argument("--net", action="append", metavar="KEY=VALUE", default=None,
+                        help="set a field of the network's configuration (any architecture; JSON values), "
+                             "e.g. --net width=32; repeatable")
     parser.add_argument("--config", help="TrainConfig JSON (TrainConfig.to_dict()); flags given override it")
     parser.add_argument("--task", choices=["sisr", "sim"], default=None,
                         help="patch folders: wide-field input (training_wf/) or SIM frames (training/); default: sisr")
@@ -60,20 +71,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def _model_config(args: argparse.Namespace, mode: str):
-    """The network ``--architecture`` / ``--mode`` and the data describe, with the architecture flags applied."""
+def _net_options(values: list[str] | None) -> dict:
+    """``--net KEY=VALUE`` flags as a dict (values read as JSON, else kept as text)."""
+    options = {}
+    for item in values or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise DfcanError(f"--net {item!r}: expected KEY=VALUE, e.g. --net width=32")
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = raw
+        options[key.strip().replace("-", "_")] = value
+    return options
+
+
+def _model_config(args: argparse.Namespace):
+    """The network ``--architecture`` / ``--mode`` and the data describe."""
     from dfcan_tf.nets import registry
     from dfcan_tf.training.sources import data_shape
 
-    name = args.architecture or ("dfcan" if mode == "dfcan" else "dfgan_generator")
+    name = args.architecture or ("dfgan_generator" if args.mode == "dfgan" else "dfcan")
     arch = registry.get(name)
-    if mode == "dfgan" and name != "dfgan_generator":
+    if args.mode == "dfgan" and name != "dfgan_generator":
+        extra = " (pix2pix trains adversarially with its PatchGAN without --mode)" if arch.adversarial else ""
         raise DfcanError(f"--mode dfgan trains DFCAN's generator adversarially; it cannot train "
-                         f"--architecture {name}. Drop --architecture, or drop --mode dfgan")
-    if mode == "dfcan" and arch.adversarial:
+                         f"--architecture {name}{extra}. Drop --architecture, or drop --mode dfgan")
+    if args.mode == "dfcan" and arch.adversarial:
         trainable = [n for n in registry.names() if not registry.get(n).adversarial]
-        raise DfcanError(f"--architecture {name} is trained adversarially, which dfcan train does not do for it; "
-                         f"choose one of {trainable} (or --mode dfgan for DFGAN)")
+        raise DfcanError(f"--mode dfcan trains one network without a discriminator; --architecture {name} is "
+                         f"trained adversarially: drop --mode, or choose one of {trainable}")
     channels, scale = data_shape(args.data, args.task or "sisr")
     return registry.make_config(name, channels, scale)
 
@@ -85,23 +112,26 @@ def config_from_args(args: argparse.Namespace):
     """
     from dfcan_tf.config import load_json
     from dfcan_tf.nets.discriminators import DiscriminatorConfig
-    from dfcan_tf.training.config import TrainConfig
+    from dfcan_tf.training.config import TrainConfig, recipe_config
 
     if args.config:
-        if args.architecture:
-            raise DfcanError(f"--architecture cannot be combined with --config {args.config} (its 'model' "
-                             f"names the architecture)")
+        for flag, value in (("--architecture", args.architecture), ("--recipe", args.recipe)):
+            if value:
+                raise DfcanError(f"{flag} cannot be combined with --config {args.config} (its 'model' names the "
+                                 f"architecture, its fields the recipe)")
         base = TrainConfig.from_dict(load_json(args.config))
     else:
-        mode = args.mode or "dfcan"
-        model = _model_config(args, mode)
-        base = TrainConfig.dfcan(model) if mode == "dfcan" else TrainConfig.dfgan(model)
+        base = recipe_config(_model_config(args), args.recipe or "own")
     net = {k: getattr(args, k) for k in NET_FLAGS if getattr(args, k) is not None}
     if net and base.model.architecture not in DFCAN_FAMILY:
         flags = ", ".join(f"--{k.replace('_', '-')}" for k in net)
-        raise DfcanError(f"{flags}: the architecture flags apply to DFCAN-family networks {DFCAN_FAMILY} only, "
-                         f"not to {base.model.architecture}; drop them (its paper's configuration is used)")
-    model = base.model.replace(**net) if net else base.model
+        raise DfcanError(f"{flags}: these flags apply to DFCAN-family networks {DFCAN_FAMILY} only, not to "
+                         f"{base.model.architecture}; use --net KEY=VALUE for its fields")
+    net.update(_net_options(args.net))
+    try:
+        model = base.model.replace(**net) if net else base.model
+    except (DfcanError, TypeError) as exc:
+        raise DfcanError(f"--net: {exc}") from None
     changes = {k: getattr(args, k) for k in ("steps", "batch_size", "patch_size", "lr", "d_lr", "validate_every",
                                              "validate_patches", "sample_every", "log_every", "plateau_patience",
                                              "seed", "g_updates", "init_generator") if getattr(args, k) is not None}
@@ -110,13 +140,13 @@ def config_from_args(args: argparse.Namespace):
         changes["strategy"] = args.strategy
     if args.mixed_precision:
         changes["mixed_precision"] = True
-    if base.mode == "dfgan":
+    if base.mode == "dfgan" and isinstance(base.discriminator, DiscriminatorConfig):
         disc = {**base.discriminator.to_dict(), "input_size": changes.get("patch_size", base.patch_size) * model.scale}
         if args.strided_discriminator:
             disc["downsample"] = True
         changes["discriminator"] = DiscriminatorConfig.from_dict(disc)
     elif args.strided_discriminator:
-        raise DfcanError("--strided-discriminator applies to --mode dfgan only")
+        raise DfcanError("--strided-discriminator applies to DFGAN's discriminator (--mode dfgan) only")
     return base.replace(**changes)
 
 
@@ -157,7 +187,9 @@ def run_from_args(args: argparse.Namespace) -> int:
         result = train(cfg, args.run, data=args.data, normalization=args.normalization or "minmax",
                        task=args.task or "sisr",
                        pixel_size_nm=args.pixel_size_nm, progress=not args.no_progress)
-    print(f"{result.run_dir}: step {result.step}, best validation NRMSE {result.best_nrmse:.4f} "
-          f"(bicubic {result.bicubic_nrmse:.4f}), lr {result.lr:.2e}")
+    weight = "" if cfg.loss_weight == 1.0 else f"{cfg.loss_weight:g}·"
+    print(f"{result.run_dir}: {cfg.model.architecture}, recipe {cfg.recipe} ({weight}{cfg.loss}"
+          f"{' + adversarial' if cfg.adversarial else ''}, {cfg.optimizer}), step {result.step}, "
+          f"best validation NRMSE {result.best_nrmse:.4f} (bicubic {result.bicubic_nrmse:.4f}), lr {result.lr:.2e}")
     return 0
 

@@ -4,6 +4,13 @@ A DFCAN run stores only the fields DFCAN uses; the adversarial fields
 (discriminator, its learning rate, generator updates, adversarial weight,
 initial generator) are written only for adversarial runs. Version 1 files,
 which always carried them, are migrated on read.
+
+Every run records its ``recipe`` (``"dfcan"``: MSE + 0.1·(1 − SSIM) and Adam
+1e-4, like for like; ``"own"``: the loss and optimiser of the network's own
+paper, from its ``RECIPE``), its content ``loss``, ``loss_weight`` and
+``optimizer``; a run written before these fields existed reads as the DFCAN
+recipe (``docs/networks.md#training-recipes``). :func:`recipe_config` builds
+either recipe for any registered network.
 """
 
 from __future__ import annotations
@@ -17,7 +24,8 @@ from dfcan_tf.errors import DfcanError
 from dfcan_tf.nets.base import NetConfig
 from dfcan_tf.nets.dfcan import DFCANConfig
 from dfcan_tf.nets.discriminators import DiscriminatorConfig
-from dfcan_tf.nets.registry import config_from_dict
+from dfcan_tf.nets.pix2pix import PatchGANConfig
+from dfcan_tf.nets.registry import config_from_dict, get
 
 CONFIG_VERSION = 2
 READABLE_VERSIONS = (1, 2)
@@ -31,8 +39,13 @@ def _check_max(name: str, value: int, limit: int) -> None:
     _check(value <= limit, f"{name} must be at most {limit}. Received: {name}={value!r}")
 
 
-TRAIN_MODES = ("dfcan", "dfgan")
+TRAIN_MODES = ("dfcan", "dfgan")  # one network, or adversarial (generator + discriminator)
 STRATEGIES = ("default", "mirrored", "multi-worker")
+RECIPES = ("dfcan", "own")
+LOSSES = ("mse_ssim", "mse", "mae")  # training.losses.content_loss
+OPTIMIZERS = ("adam", "sgd")
+SGD_MOMENTUM = 0.9  # SRCNN's solver (Dong et al.)
+DFCAN_FAMILY = ("dfcan", "dfgan_generator")
 
 # The paper's recipe (docs/training.md#recipe) per mode; everything else is shared.
 DFCAN_TRAIN_DEFAULTS = {"batch_size": 4, "validate_every": 2000}
@@ -56,13 +69,15 @@ class TrainConfig:
     Parameters
     ----------
     mode
-        ``"dfcan"`` (one network, MSE/SSIM loss) or ``"dfgan"`` (generator +
-        discriminator, adversarial training).
+        ``"dfcan"`` (one network) or ``"dfgan"`` (adversarial: generator +
+        discriminator; DFGAN, and Pix2Pix with its PatchGAN).
     model
-        The SR network (for DFGAN, its generator).
+        The SR network (for adversarial training, the generator).
     discriminator
-        DFGAN only; defaults to the paper's discriminator at the SR patch size
-        (``patch_size · scale``). Must be ``None`` for DFCAN.
+        Adversarial mode only: a :class:`DiscriminatorConfig` (DFGAN's; default
+        at the SR patch size ``patch_size · scale``) or, for ``pix2pix``, a
+        :class:`~dfcan_tf.nets.pix2pix.PatchGANConfig` (the default; conditional,
+        patch-wise logits). Must be ``None`` in mode ``"dfcan"``.
     patch_size
         Input patch side in pixels (128 in the paper); the GT patch is ``scale`` times larger.
     batch_size
@@ -70,9 +85,18 @@ class TrainConfig:
     steps
         Training iterations (DFGAN: one discriminator and ``g_updates`` generator updates each).
     lr, beta_1, beta_2
-        Adam of the SR network / generator (1e-4, 0.9, 0.999).
+        Adam of the SR network / generator (1e-4, 0.9, 0.999); ``lr`` is SGD's
+        learning rate with ``optimizer="sgd"``.
+    recipe
+        ``"dfcan"`` (the DFCAN/DFGAN paper's loss and optimiser) or ``"own"``
+        (the network's own paper's); recorded, the fields below say what it is.
+    loss, loss_weight
+        Content loss (``"mse_ssim"``, ``"mse"`` or ``"mae"``) and its weight
+        (1; Pix2Pix's own recipe: ``"mae"`` × 100).
+    optimizer
+        ``"adam"`` or ``"sgd"`` (momentum 0.9, SRCNN's own recipe).
     mse_weight, ssim_weight
-        Weights of MSE and (1 − SSIM) in the loss (1 and 0.1).
+        Weights of MSE and (1 − SSIM) in the ``"mse_ssim"`` loss (1 and 0.1).
     d_lr, g_updates, adversarial_weight
         DFGAN: discriminator Adam learning rate (2e-5), generator updates per
         iteration (3), weight of the generator's adversarial BCE (0.1).
@@ -105,6 +129,10 @@ class TrainConfig:
     lr: float = 1e-4
     beta_1: float = 0.9
     beta_2: float = 0.999
+    recipe: str = "dfcan"
+    loss: str = "mse_ssim"
+    loss_weight: float = 1.0
+    optimizer: str = "adam"
     mse_weight: float = 1.0
     ssim_weight: float = 0.1
     d_lr: float = 2e-5
@@ -133,8 +161,11 @@ class TrainConfig:
             _positive_int(name, getattr(self, name))
         for name, limit in TRAIN_LIMITS.items():
             _check_max(name, getattr(self, name), limit)
-        for name in ("lr", "d_lr", "adversarial_weight"):
+        for name in ("lr", "d_lr", "adversarial_weight", "loss_weight"):
             _positive_float(name, getattr(self, name))
+        for name, choices in (("recipe", RECIPES), ("loss", LOSSES), ("optimizer", OPTIMIZERS)):
+            _check(getattr(self, name) in choices,
+                   f"{name} must be one of {choices}. Received: {name}={getattr(self, name)!r}")
         _check(self.patch_size * self.model.scale >= 11,
                f"patch_size × scale must be at least 11 (the SSIM window). Received: patch_size={self.patch_size}")
         for name in ("beta_1", "beta_2"):
@@ -159,6 +190,15 @@ class TrainConfig:
         if self.mode == "dfcan":
             _check(self.discriminator is None, "discriminator is only used with mode='dfgan'")
             _check(self.init_generator is None, "init_generator is only used with mode='dfgan'")
+        elif self.model.architecture == "pix2pix":
+            if self.discriminator is None:
+                object.__setattr__(self, "discriminator", PatchGANConfig(
+                    architecture="patchgan", input_channels=self.model.input_channels, scale=self.model.scale))
+            _check(isinstance(self.discriminator, PatchGANConfig),
+                   f"pix2pix trains with a PatchGAN discriminator. Received: {type(self.discriminator).__name__}")
+            _check(self.discriminator.input_channels == self.model.input_channels,
+                   f"the PatchGAN is conditioned on the generator's {self.model.input_channels} input channel(s). "
+                   f"Received: discriminator.input_channels={self.discriminator.input_channels}")
         else:
             if self.discriminator is None:
                 object.__setattr__(self, "discriminator", DiscriminatorConfig(input_size=sr_size))
@@ -167,7 +207,7 @@ class TrainConfig:
             _check(self.discriminator.input_size == sr_size,
                    f"the discriminator sees SR patches of patch_size × scale = {sr_size} pixels. "
                    f"Received: discriminator.input_size={self.discriminator.input_size}")
-        for name in ("lr", "d_lr", "beta_1", "beta_2", "mse_weight", "ssim_weight", "adversarial_weight",
+        for name in ("lr", "d_lr", "beta_1", "beta_2", "mse_weight", "ssim_weight", "adversarial_weight", "loss_weight",
                      "plateau_factor", "plateau_min_delta", "min_lr_ratio"):
             object.__setattr__(self, name, float(getattr(self, name)))
 
@@ -183,6 +223,11 @@ class TrainConfig:
                    **{**DFGAN_TRAIN_DEFAULTS, **overrides})
 
     @property
+    def adversarial(self) -> bool:
+        """Whether a discriminator is trained alongside the network."""
+        return self.mode == "dfgan"
+
+    @property
     def min_lr(self) -> float:
         return self.lr * self.min_lr_ratio
 
@@ -195,13 +240,20 @@ class TrainConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        """The fields as JSON-ready data; a DFCAN-mode config leaves out the adversarial fields."""
+        """The fields as JSON-ready data.
+
+        A DFCAN-mode config leaves out the adversarial fields, a plain MSE/MAE
+        loss the MSE/SSIM weights (they would read back as their defaults).
+        """
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         d["model"] = self.model.to_dict()
         d["discriminator"] = None if self.discriminator is None else self.discriminator.to_dict()
         if self.mode != "dfgan":
             for name in GAN_FIELDS:
                 d.pop(name)
+        if self.loss != "mse_ssim" and (self.mse_weight, self.ssim_weight) == (1.0, 0.1):
+            d.pop("mse_weight")
+            d.pop("ssim_weight")
         return d
 
     @classmethod
@@ -219,11 +271,57 @@ class TrainConfig:
         if "model" in data:
             data["model"] = config_from_dict(data["model"])
         if data.get("discriminator") is not None:
-            data["discriminator"] = DiscriminatorConfig.from_dict(data["discriminator"])
+            data["discriminator"] = discriminator_from_dict(data["discriminator"])
         try:
             return cls(**data)
         except TypeError as exc:
             raise DfcanError(f"bad training configuration ({exc})") from None
+
+
+def discriminator_from_dict(data: Any) -> DiscriminatorConfig | PatchGANConfig:
+    """DFGAN's discriminator, or a PatchGAN when ``data`` is tagged ``"architecture": "patchgan"``."""
+    if isinstance(data, dict) and "architecture" in data:
+        _check(data["architecture"] == "patchgan",
+               f"unknown discriminator architecture {data['architecture']!r}; known: 'patchgan' or DFGAN's (untagged)")
+        return PatchGANConfig.from_dict(dict(data))
+    _check(isinstance(data, dict), f"discriminator must be a JSON object. Received: {type(data).__name__}")
+    return DiscriminatorConfig.from_dict(data)
+
+
+def recipe_config(model: NetConfig, recipe: str = "own", **overrides: Any) -> TrainConfig:
+    """The :class:`TrainConfig` training ``model`` with ``recipe`` (``docs/networks.md#training-recipes``).
+
+    Parameters
+    ----------
+    model
+        Any registered network's configuration.
+    recipe
+        ``"own"``: the loss and optimiser of the network's own paper, read from
+        its module's ``RECIPE`` (loss, weight, optimiser, learning rate, Adam
+        β₁); Pix2Pix trains adversarially with its PatchGAN (cGAN loss + 100·L1,
+        Adam 2e-4 / β₁ 0.5 for both networks, one discriminator step per
+        generator step). ``"dfcan"``: MSE + 0.1·(1 − SSIM) and Adam 1e-4 for any
+        network; Pix2Pix then takes DFGAN's adversarial recipe with its PatchGAN.
+        For ``dfcan`` and ``dfgan_generator`` both are the DFCAN/DFGAN paper's.
+    overrides
+        Any other :class:`TrainConfig` field (patch size, batch, steps …): the
+        paper's patch sizes and batches stay in ``RECIPE`` as documentation; the
+        defaults here are DFCAN's (DFGAN's for adversarial training).
+    """
+    _check(recipe in RECIPES, f"recipe must be one of {RECIPES}. Received: recipe={recipe!r}")
+    arch = get(model.architecture)
+    adversarial = arch.adversarial
+    fields: dict[str, Any] = {"recipe": recipe}
+    if recipe == "own" and model.architecture not in DFCAN_FAMILY:
+        own = arch.recipe
+        fields.update(loss=own["loss"], loss_weight=float(own.get("loss_weight", 1.0)),
+                      optimizer=own.get("optimizer", "adam"), lr=float(own["learning_rate"]),
+                      beta_1=float(own.get("beta_1", 0.9)))
+        if adversarial:
+            fields.update(adversarial_weight=float(own.get("adversarial_weight", 1.0)),
+                          d_lr=float(own["learning_rate"]), g_updates=1)
+    base = TrainConfig.dfgan if adversarial else TrainConfig.dfcan
+    return base(model, **{**fields, **overrides})
 
 
 def train_section(cfg: TrainConfig) -> dict:

@@ -5,7 +5,10 @@ Loss
 ``MSE + 0.1 · (1 − SSIM)`` after min-max normalising ``y_true`` and ``y_pred``
 *over the whole batch tensor* (one min and one max per tensor, as the authors'
 ``loss_mse_ssim``), SSIM by ``tf.image.ssim`` with ``max_val=1`` and its
-defaults (11×11 Gaussian window, σ 1.5, k1 0.01, k2 0.03).
+defaults (11×11 Gaussian window, σ 1.5, k1 0.01, k2 0.03). The comparison
+networks' own recipes (``docs/networks.md#training-recipes``) use plain
+``"mse"`` or ``"mae"`` on the data as the sources feed it (already normalised
+to [0, 1]); :func:`content_loss` picks one of the three by name.
 
 Metrics
 -------
@@ -37,8 +40,10 @@ __all__ = [
     "ImageNRMSE",
     "ImagePSNR",
     "ImageSSIM",
+    "LOSSES",
     "MSESSIMLoss",
     "batch_minmax",
+    "content_loss",
     "image_metrics",
     "image_mse",
     "image_nrmse",
@@ -110,6 +115,33 @@ class MSESSIMLoss(keras.losses.Loss):
 
     def get_config(self):
         return {**super().get_config(), "mse_weight": self.mse_weight, "ssim_weight": self.ssim_weight}
+
+
+LOSSES = ("mse_ssim", "mse", "mae")
+"""Content losses by name: DFCAN's ``MSE + w·(1 − SSIM)``, and the plain MSE (L2) and MAE (L1) of other papers."""
+
+
+def content_loss(name: str, y_true: tf.Tensor, y_pred: tf.Tensor, *, mse_weight: float = 1.0,
+                 ssim_weight: float = 0.1) -> tf.Tensor:
+    """The content loss ``name`` (one of :data:`LOSSES`) of a batch, a float32 scalar.
+
+    Parameters
+    ----------
+    name
+        ``"mse_ssim"``: :func:`mse_ssim_loss` with ``mse_weight`` and
+        ``ssim_weight`` (batch min-max normalised first); ``"mse"`` / ``"mae"``:
+        the mean squared / absolute difference of the tensors as given.
+    y_true, y_pred
+        ``(N, H, W, 1)`` batches of any float dtype.
+    """
+    if name == "mse_ssim":
+        return mse_ssim_loss(y_true, y_pred, mse_weight, ssim_weight)
+    diff = _f32(y_pred) - _f32(y_true)
+    if name == "mse":
+        return tf.reduce_mean(tf.square(diff))
+    if name == "mae":
+        return tf.reduce_mean(tf.abs(diff))
+    raise ValueError(f"unknown loss {name!r}; known losses are {LOSSES}")
 
 
 # --------------------------------------------------------------------------- per-image metrics

@@ -6,7 +6,10 @@ updates the discriminator once and the generator ``g_updates`` times. Both also
 work with ``model.fit``; the training loop calls ``train_step`` itself through
 ``strategy.run`` so that it controls validation, checkpoints and the step
 counter. :func:`build_trainer` builds any registered architecture's network
-(``docs/networks.md``) with the recipe of ``docs/training.md#recipe``.
+(``docs/networks.md``) with the recipe its :class:`TrainConfig` records
+(``docs/training.md#recipe``, ``docs/networks.md#training-recipes``): content
+loss by name (:func:`dfcan_tf.training.losses.content_loss`), Adam or SGD, and
+for adversarial training DFGAN's discriminator or Pix2Pix's PatchGAN.
 """
 
 from __future__ import annotations
@@ -18,29 +21,43 @@ import tensorflow as tf
 
 from dfcan_tf.errors import DfcanError
 from dfcan_tf.nets import registry
+from dfcan_tf.nets.base import BicubicUpsample
 from dfcan_tf.nets.discriminators import build_discriminator
+from dfcan_tf.nets.pix2pix import PatchGANConfig
+from dfcan_tf.nets.pix2pix import build_discriminator as build_patchgan
 from dfcan_tf.training import losses
-from dfcan_tf.training.config import TrainConfig
+from dfcan_tf.training.config import SGD_MOMENTUM, TrainConfig
 from dfcan_tf.training.distribute import replicas
 
 __all__ = ["DFGAN", "DFCANTrainer", "build_trainer", "get_lr", "load_init_generator", "make_optimizer", "set_lr"]
 
 
-def _bce(target: float, prob: tf.Tensor) -> tf.Tensor:
-    """Mean binary cross-entropy of probabilities against a constant label (Keras' epsilon clipping)."""
-    prob = tf.cast(prob, tf.float32)
-    return tf.reduce_mean(keras.losses.binary_crossentropy(tf.fill(tf.shape(prob), target), prob))
+def _bce(target: float, output: tf.Tensor, from_logits: bool = False) -> tf.Tensor:
+    """Mean binary cross-entropy of probabilities (Keras' epsilon clipping) or logits against a constant label.
+
+    The mean runs over everything: the batch and, for a PatchGAN, every patch.
+    """
+    output = tf.cast(output, tf.float32)
+    labels = tf.fill(tf.shape(output), target)
+    if from_logits:
+        return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=output))
+    return tf.reduce_mean(keras.losses.binary_crossentropy(labels, output))
 
 
 class DFCANTrainer(keras.Model):
-    """DFCAN training wrapper: ``train_step`` is one Adam update on ``MSE + 0.1·(1 − SSIM)``.
+    """One-network training wrapper: ``train_step`` is one optimiser update on the content loss.
+
+    DFCAN's recipe is ``MSE + 0.1·(1 − SSIM)`` (``loss="mse_ssim"``); the
+    comparison networks' own recipes use ``"mse"`` or ``"mae"``.
 
     Parameters
     ----------
     network
         The SR network (``input → SR``).
+    loss, loss_weight
+        Content loss name (:data:`dfcan_tf.training.losses.LOSSES`) and its weight.
     mse_weight, ssim_weight
-        Loss weights (1 and 0.1).
+        Weights inside ``"mse_ssim"`` (1 and 0.1).
 
     Notes
     -----
@@ -49,11 +66,19 @@ class DFCANTrainer(keras.Model):
     feeds it, ``(1, N, ...)``.
     """
 
-    def __init__(self, network: keras.Model, *, mse_weight: float = 1.0, ssim_weight: float = 0.1, **kwargs):
+    def __init__(self, network: keras.Model, *, loss: str = "mse_ssim", loss_weight: float = 1.0,
+                 mse_weight: float = 1.0, ssim_weight: float = 0.1, **kwargs):
         super().__init__(**kwargs)
         self.network = network
+        self.loss_name = loss
+        self.loss_weight = float(loss_weight)
         self.mse_weight = float(mse_weight)
         self.ssim_weight = float(ssim_weight)
+
+    def content_loss(self, y: tf.Tensor, sr: tf.Tensor) -> tf.Tensor:
+        """``loss_weight ·`` the named content loss of a batch."""
+        return self.loss_weight * losses.content_loss(self.loss_name, y, sr, mse_weight=self.mse_weight,
+                                                      ssim_weight=self.ssim_weight)
 
     def call(self, inputs, training=False):
         return self.network(inputs, training=training)
@@ -67,7 +92,7 @@ class DFCANTrainer(keras.Model):
             x, y = x[0], y[0]
         with tf.GradientTape() as tape:
             sr = self.network(x, training=True)
-            loss = losses.mse_ssim_loss(y, sr, self.mse_weight, self.ssim_weight)
+            loss = self.content_loss(y, sr)
             scaled = self.optimizer.scale_loss(loss / replicas())
         grads = tape.gradient(scaled, self.network.trainable_variables)
         self.optimizer.apply_gradients(zip(grads, self.network.trainable_variables))
@@ -75,28 +100,57 @@ class DFCANTrainer(keras.Model):
 
 
 class DFGAN(keras.Model):
-    """DFGAN: generator and discriminator trained adversarially (``docs/training.md``).
+    """Generator and discriminator trained adversarially: DFGAN, and Pix2Pix with its PatchGAN (``docs/training.md``).
 
     Per ``train_step`` (one iteration): the discriminator is updated once on
     real GT (label 1) and generated images (label 0) with binary
-    cross-entropy; then the generator is updated ``g_updates`` times on
-    ``adversarial_weight · BCE(D(G(x)), 1) + MSE + ssim_weight · (1 − SSIM)``
-    with the discriminator fixed. Each update uses its own batch: ``data`` is
-    ``(x, y)`` of shapes ``(1 + g_updates, N, ...)``; a plain ``(N, ...)`` batch is
-    reused for every update.
+    cross-entropy, halved; then the generator is updated ``g_updates`` times on
+    ``adversarial_weight · BCE(D(G(x)), 1) + loss_weight · content loss``
+    (DFGAN: ``0.1 · BCE + MSE + 0.1 · (1 − SSIM)``, 3 updates; Pix2Pix:
+    ``BCE + 100 · L1``, 1 update) with the discriminator's weights fixed.
+    Each update uses its own batch: ``data`` is ``(x, y)`` of shapes
+    ``(1 + g_updates, N, ...)``; a plain ``(N, ...)`` batch is reused for every update.
 
+    Parameters
+    ----------
+    generator, discriminator
+        The two networks. DFGAN's discriminator maps an SR image to a
+        probability; a ``conditional`` one (PatchGAN) sees the bicubic-upsampled
+        input concatenated with the SR image and outputs per-patch logits
+        (``from_logits``), the BCE averaging over patches.
+    scale
+        The generator's scale (upsamples the condition).
+
+    Notes
+    -----
+    Both networks run with ``training=True`` in every update (batch
+    statistics and dropout, as Pix2Pix trains; DFGAN's networks have neither).
     ``compile(g_optimizer=..., d_optimizer=...)`` before use.
     """
 
     def __init__(self, generator: keras.Model, discriminator: keras.Model, *, g_updates: int = 3,
-                 adversarial_weight: float = 0.1, mse_weight: float = 1.0, ssim_weight: float = 0.1, **kwargs):
+                 adversarial_weight: float = 0.1, loss: str = "mse_ssim", loss_weight: float = 1.0,
+                 mse_weight: float = 1.0, ssim_weight: float = 0.1, conditional: bool = False,
+                 from_logits: bool = False, scale: int = 2, **kwargs):
         super().__init__(**kwargs)
         self.generator = generator
         self.discriminator = discriminator
         self.g_updates = int(g_updates)
         self.adversarial_weight = float(adversarial_weight)
+        self.loss_name = loss
+        self.loss_weight = float(loss_weight)
         self.mse_weight = float(mse_weight)
         self.ssim_weight = float(ssim_weight)
+        self.conditional = bool(conditional)
+        self.from_logits = bool(from_logits)
+        self.upsample = BicubicUpsample(int(scale), name="condition_upsample") if conditional else None
+
+    def judge(self, x: tf.Tensor, image: tf.Tensor) -> tf.Tensor:
+        """The discriminator's output for SR-grid ``image`` (conditioned on input ``x`` when ``conditional``)."""
+        if self.conditional:
+            cond = tf.cast(self.upsample(x), image.dtype)
+            image = tf.concat([cond, image], axis=-1)
+        return self.discriminator(image, training=True)
 
     @property
     def network(self) -> keras.Model:
@@ -122,12 +176,13 @@ class DFGAN(keras.Model):
         d_vars = self.discriminator.trainable_variables
         g_vars = self.generator.trainable_variables
 
-        fake = tf.stop_gradient(self.generator(x[0], training=False))
+        logits = self.from_logits
+        fake = tf.stop_gradient(self.generator(x[0], training=True))
         with tf.GradientTape() as tape:
-            real_p = self.discriminator(y[0], training=True)
-            fake_p = self.discriminator(fake, training=True)
-            # Mean over the concatenated real+fake batch, as the authors' train_on_batch.
-            d_loss = 0.5 * (_bce(1.0, real_p) + _bce(0.0, fake_p))
+            real_p = self.judge(x[0], tf.cast(y[0], fake.dtype))
+            fake_p = self.judge(x[0], fake)
+            # Mean over the concatenated real+fake batch, as the authors' train_on_batch (Pix2Pix: halved D loss).
+            d_loss = 0.5 * (_bce(1.0, real_p, logits) + _bce(0.0, fake_p, logits))
             scaled = self.d_optimizer.scale_loss(d_loss / n_rep)
         grads = tape.gradient(scaled, d_vars)
         self.d_optimizer.apply_gradients(zip(grads, d_vars))
@@ -136,8 +191,9 @@ class DFGAN(keras.Model):
         for u in range(1, 1 + self.g_updates):
             with tf.GradientTape() as tape:
                 sr = self.generator(x[u], training=True)
-                adv = _bce(1.0, self.discriminator(sr, training=False))
-                content = losses.mse_ssim_loss(y[u], sr, self.mse_weight, self.ssim_weight)
+                adv = _bce(1.0, self.judge(x[u], sr), logits)
+                content = self.loss_weight * losses.content_loss(self.loss_name, y[u], sr, mse_weight=self.mse_weight,
+                                                                 ssim_weight=self.ssim_weight)
                 g_loss = self.adversarial_weight * adv + content
                 scaled = self.g_optimizer.scale_loss(g_loss / n_rep)
             grads = tape.gradient(scaled, g_vars)
@@ -148,7 +204,11 @@ class DFGAN(keras.Model):
 
 
 def make_optimizer(lr: float, cfg: TrainConfig) -> keras.optimizers.Optimizer:
-    opt = keras.optimizers.Adam(learning_rate=lr, beta_1=cfg.beta_1, beta_2=cfg.beta_2)
+    """``cfg.optimizer`` at learning rate ``lr``: Adam (``cfg.beta_1``, ``cfg.beta_2``) or SGD with momentum 0.9."""
+    if cfg.optimizer == "sgd":
+        opt = keras.optimizers.SGD(learning_rate=lr, momentum=SGD_MOMENTUM)
+    else:
+        opt = keras.optimizers.Adam(learning_rate=lr, beta_1=cfg.beta_1, beta_2=cfg.beta_2)
     if cfg.mixed_precision:
         opt = keras.optimizers.LossScaleOptimizer(opt)
     return opt
@@ -170,17 +230,24 @@ def _fourier_attention_in_float32(network: keras.Model) -> None:
 
 
 def build_trainer(cfg: TrainConfig) -> keras.Model:
-    """The compiled :class:`DFCANTrainer` or :class:`DFGAN` for ``cfg`` (build inside a strategy scope)."""
+    """The compiled :class:`DFCANTrainer` or :class:`DFGAN` for ``cfg`` (build inside a strategy scope).
+
+    ``cfg.discriminator`` picks the adversarial pair's discriminator: DFGAN's,
+    or a PatchGAN (conditional, logits) for Pix2Pix.
+    """
     network = registry.build(cfg.model)
     if keras.mixed_precision.global_policy().name == "mixed_float16":
         _fourier_attention_in_float32(network)
-    if cfg.mode == "dfcan":
-        trainer = DFCANTrainer(network, mse_weight=cfg.mse_weight, ssim_weight=cfg.ssim_weight)
+    loss = {"loss": cfg.loss, "loss_weight": cfg.loss_weight, "mse_weight": cfg.mse_weight,
+            "ssim_weight": cfg.ssim_weight}
+    if not cfg.adversarial:
+        trainer = DFCANTrainer(network, **loss)
         trainer.compile(optimizer=make_optimizer(cfg.lr, cfg))
     else:
-        disc = build_discriminator(cfg.discriminator)
+        patchgan = isinstance(cfg.discriminator, PatchGANConfig)
+        disc = build_patchgan(cfg.discriminator) if patchgan else build_discriminator(cfg.discriminator)
         trainer = DFGAN(network, disc, g_updates=cfg.g_updates, adversarial_weight=cfg.adversarial_weight,
-                        mse_weight=cfg.mse_weight, ssim_weight=cfg.ssim_weight)
+                        conditional=patchgan, from_logits=patchgan, scale=cfg.model.scale, **loss)
         trainer.compile(g_optimizer=make_optimizer(cfg.lr, cfg), d_optimizer=make_optimizer(cfg.d_lr, cfg))
         trainer.d_optimizer.build(disc.trainable_variables)
     opts = trainer.training_optimizers()
