@@ -74,9 +74,15 @@ def save_weights(model: keras.Model, path: str | os.PathLike) -> None:
 
 def write_config(run_dir: str | os.PathLike, model_config: NetConfig, *, train: dict | None = None,
                  data: dict | None = None, extra: dict | None = None) -> Path:
-    """Write ``config.json`` of a run folder (atomically) and return its path."""
+    """Write ``config.json`` of a run folder (atomically) and return its path.
+
+    The network's receptive field is measured once here and stored
+    (``receptive_field``, input pixels), so prediction takes its tile overlap
+    from it without measuring a large network again.
+    """
     path = Path(run_dir) / "config.json"
     doc = {"format": RUN_FORMAT, "version": RUN_VERSION, "model": model_config.to_dict(),
+           "receptive_field": registry.receptive_field(model_config),
            "train": dict(train or {}), "data": dict(data or {}), **(extra or {})}
     save_json(path, doc)
     return path
@@ -107,6 +113,9 @@ def read_run_config(run_dir: str | os.PathLike) -> tuple[dict[str, Any], NetConf
     doc = migrate_run_config(doc)
     try:
         model_config = registry.config_from_dict(doc.get("model"))
+        field = doc.get("receptive_field")
+        if isinstance(field, int) and not isinstance(field, bool) and field >= 0:
+            registry.remember_receptive_field(model_config, field)
     except DfcanError as exc:
         raise DfcanError(f"{path}: {exc}") from None
     except TypeError as exc:

@@ -17,7 +17,6 @@ from dfcan_tf.nets import registry
 from dfcan_tf.nets.base import NetConfig
 from dfcan_tf.nets.layers import PixelShuffle
 
-
 # --- a toy architecture: one config class, one builder, one registry line -------------------------
 
 @dataclass(frozen=True)
@@ -67,12 +66,27 @@ def test_receptive_field_of_a_linear_network_is_exact():
     assert registry.measure_receptive_field(model, channels=1, scale=1) == 3
 
 
-def test_dfcan_receptive_field_covers_its_convolutions():
-    cfg = registry.make_config("dfcan", 1, 2, width=8, n_groups=1, n_blocks=2, size_psc=16, reduction=4)
-    # head conv + 2 per block (+ attention, global) + upsampling conv on the raw grid = 1 + 4 + 1 = 6 px,
-    # then the output 3×3 conv on the ×2 grid adds half a raw pixel.
-    assert registry.receptive_field(cfg) >= 6
+@pytest.mark.parametrize("groups, blocks", [(1, 2), (2, 3), (4, 4)])
+def test_dfcan_receptive_field_equals_its_convolution_count(groups, blocks):
+    cfg = registry.make_config("dfcan", 1, 2, width=8, n_groups=groups, n_blocks=blocks, size_psc=16, reduction=4)
+    # head conv + 2 per FCAB + upsampling conv on the raw grid, then the output 3×3 conv on the ×2 grid
+    # adds half a raw pixel (rounded up); the attention's global pooling must not count as reach.
+    assert registry.receptive_field(cfg) == 1 + 2 * groups * blocks + 1 + 1
     assert registry.default_overlap(cfg) % 8 == 0 and registry.default_overlap(cfg) >= registry.receptive_field(cfg)
+
+
+def test_run_folder_stores_the_field_and_prediction_reuses_it(tmp_path, monkeypatch):
+    from dfcan_tf.runs import read_run_config, write_run
+
+    cfg = registry.make_config("dfcan", 1, 2, width=8, n_groups=1, n_blocks=1, size_psc=16, reduction=4)
+    write_run(tmp_path / "run", registry.build(cfg), cfg)
+    doc = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert doc["receptive_field"] == 5
+    registry._KNOWN_FIELDS.clear()
+    registry._cached_receptive_field.cache_clear()
+    monkeypatch.setattr(registry, "measure_receptive_field", lambda *a, **k: pytest.fail("measured again"))
+    _, again = read_run_config(tmp_path / "run")
+    assert registry.receptive_field(again) == 5
 
 
 def test_toy_architecture_trains_predicts_tiles_and_exports(toy, tmp_path):

@@ -129,38 +129,95 @@ def describe(config: Any) -> str:
 
 # --- receptive field ----------------------------------------------------------------------------
 
-RF_THRESHOLD = 1e-3  # response below this fraction of its peak counts as "not reached"
+# Per-convolution gain of the probe: the response's centre grows as GAIN**n and
+# its far edge as (GAIN/9)**n after n 3×3 convolutions; 4 keeps both inside
+# float32 for the ~40 convolutions of DFCAN (deeper networks saturate to inf at
+# the centre, which still counts as reached).
+PROBE_GAIN = 4.0
 
 
-def measure_receptive_field(model: Any, channels: int, scale: int, *, size: int = 0,
-                            threshold: float = RF_THRESHOLD, seed: int = 0) -> int:
-    """Half-width, in input pixels, of the region an impulse at the centre reaches, measured.
+def _positive_probe(model: Any) -> Any:
+    """A copy of ``model`` whose impulse response is non-zero exactly where the network can reach.
 
-    The network is run on a smooth random image with and without a unit
-    impulse added at the centre; the output difference, as a fraction of its
-    peak, is thresholded at ``threshold`` and the farthest row/column reached
-    (on the output grid) is converted back to input pixels. Global operations
-    (average pooling inside channel attention) reach every pixel a little;
-    the threshold keeps them from making every network "global".
+    Kernels become their absolute values normalised to sum :data:`PROBE_GAIN`
+    per output channel, biases and
+    shifts zero, scales and variances one, and a saturating output activation (sigmoid,
+    tanh) linear. On a zero image every feature away from the impulse is then
+    exactly zero, so global operations (the average pooling inside channel
+    attention) only rescale features that are already zero there, and the
+    extent of the response is the network's receptive field. ``model`` is not
+    touched.
+    """
+    import keras
+    import numpy as np
+
+    probe = keras.models.clone_model(model)
+    # Only the output layer: a saturating output would hide small far responses; saturating
+    # activations inside (attention gates) must stay bounded.
+    outputs = {id(t) for t in probe.outputs}
+    for layer in probe.layers:
+        if id(layer.output) in outputs:
+            act = getattr(layer, "activation", None)
+            if act is not None and getattr(act, "__name__", "") in ("sigmoid", "tanh", "hard_sigmoid"):
+                layer.activation = keras.activations.linear
+    for var in probe.weights:
+        name = var.path.rsplit("/", 1)[-1]
+        value = np.asarray(var.numpy(), dtype=np.float64)
+        if name in ("bias", "beta", "moving_mean"):
+            value = np.zeros_like(value)
+        elif name in ("gamma", "moving_variance"):
+            value = np.ones_like(value)
+        else:
+            value = np.abs(value)
+            if value.ndim >= 2:  # conv/dense kernel: the last axis is the output channel
+                value = PROBE_GAIN * value / np.maximum(value.reshape(-1, value.shape[-1]).sum(axis=0), 1e-30)
+        var.assign(value.astype(var.dtype))
+    return probe
+
+
+MAX_RF_IMAGE = 256  # the impulse image never grows beyond this; larger fields are reported as its half-width
+
+
+def measure_receptive_field(model: Any, channels: int, scale: int, *, size: int = 0) -> int:
+    """Half-width, in input pixels, of the region a centre impulse reaches: measured, not derived.
+
+    A positive copy of ``model`` (:func:`_positive_probe`) gets a unit impulse
+    on a zero image; the farthest output row/column that changes (float32
+    resolution), converted back to the input grid, is the receptive field.
+    The image grows (up to :data:`MAX_RF_IMAGE`) until the response stays clear
+    of its border; a field still reaching the border is reported as the
+    largest half-width measured.
     """
     import numpy as np
 
-    size = size or 96
-    rng = np.random.default_rng(seed)
-    base = rng.random((1, size, size, channels)).astype(np.float32) * 0.5 + 0.25
-    poked = base.copy()
-    c = size // 2
-    poked[0, c, c, :] += 0.5
-    out0 = np.asarray(model(base, training=False), dtype=np.float64)[0, ..., 0]
-    out1 = np.asarray(model(poked, training=False), dtype=np.float64)[0, ..., 0]
-    diff = np.abs(out1 - out0)
-    peak = float(diff.max())
-    if peak == 0.0:
-        return 0
-    ys, xs = np.nonzero(diff > threshold * peak)
-    centre = (c + 0.5) * scale - 0.5
-    reach = max(np.abs(ys - centre).max(), np.abs(xs - centre).max())
-    return int(np.ceil(reach / scale))
+    probe = _positive_probe(model)
+    size = size or 64
+    while True:
+        base = np.zeros((1, size, size, channels), np.float32)
+        poked = base.copy()
+        c = size // 2
+        poked[0, c, c, :] = 1.0
+        with np.errstate(invalid="ignore", over="ignore"):
+            out0 = np.asarray(probe(base, training=False), dtype=np.float64)[0, ..., 0]
+            out1 = np.asarray(probe(poked, training=False), dtype=np.float64)[0, ..., 0]
+            reached = (out1 != out0) & ~(np.isnan(out0) & np.isnan(out1))
+        ys, xs = np.nonzero(reached)
+        if ys.size == 0:
+            return 0
+        centre = (c + 0.5) * scale - 0.5
+        reach = max(np.abs(ys - centre).max(), np.abs(xs - centre).max())
+        rf = int(np.ceil(reach / scale))
+        if rf < c - 2 or size >= MAX_RF_IMAGE:
+            return min(rf, c)
+        size *= 2
+
+
+_KNOWN_FIELDS: dict[Any, int] = {}
+
+
+def remember_receptive_field(config: Any, value: int) -> None:
+    """Record a receptive field measured earlier (a run folder stores it), so it is not measured again."""
+    _KNOWN_FIELDS[config] = int(value)
 
 
 @lru_cache(maxsize=64)
@@ -169,7 +226,13 @@ def _cached_receptive_field(config: Any) -> int:
 
 
 def receptive_field(config: Any) -> int:
-    """Measured receptive-field half-width of ``config``'s network in input pixels (cached per config)."""
+    """Measured receptive-field half-width of ``config``'s network in input pixels (cached per config).
+
+    Run folders store the value measured when they were written (``config.json``'s
+    ``receptive_field``), so prediction does not measure a large network again.
+    """
+    if config in _KNOWN_FIELDS:
+        return _KNOWN_FIELDS[config]
     return _cached_receptive_field(config)
 
 

@@ -298,7 +298,7 @@ def recipe_config(model: NetConfig, recipe: str = "own", **overrides: Any) -> Tr
     recipe
         ``"own"``: the loss and optimiser of the network's own paper, read from
         its module's ``RECIPE`` (loss, weight, optimiser, learning rate, Adam
-        β₁); Pix2Pix trains adversarially with its PatchGAN (cGAN loss + 100·L1,
+        β₁; a module without a ``RECIPE`` trains with DFCAN's); Pix2Pix trains adversarially with its PatchGAN (cGAN loss + 100·L1,
         Adam 2e-4 / β₁ 0.5 for both networks, one discriminator step per
         generator step). ``"dfcan"``: MSE + 0.1·(1 − SSIM) and Adam 1e-4 for any
         network; Pix2Pix then takes DFGAN's adversarial recipe with its PatchGAN.
@@ -312,8 +312,9 @@ def recipe_config(model: NetConfig, recipe: str = "own", **overrides: Any) -> Tr
     arch = get(model.architecture)
     adversarial = arch.adversarial
     fields: dict[str, Any] = {"recipe": recipe}
-    if recipe == "own" and model.architecture not in DFCAN_FAMILY:
-        own = arch.recipe
+    own = arch.recipe
+    if recipe == "own" and model.architecture not in DFCAN_FAMILY and "loss" in own:
+        # a network whose module states no recipe trains with DFCAN's
         fields.update(loss=own["loss"], loss_weight=float(own.get("loss_weight", 1.0)),
                       optimizer=own.get("optimizer", "adam"), lr=float(own["learning_rate"]),
                       beta_1=float(own.get("beta_1", 0.9)))
