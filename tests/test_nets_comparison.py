@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from dfcan_tf.errors import DfcanError
-from dfcan_tf.export import run as E
+from dfcan_tf.export.onnx import to_onnx_proto
+from dfcan_tf.export.tflite import to_tflite_bytes
 from dfcan_tf.nets import base, edsr, pix2pix, rcan, srcnn, unet
 
 MODULES = {"srcnn": srcnn, "edsr": edsr, "edsr_paper": edsr, "rcan": rcan, "rcan_small": rcan, "unet": unet,
@@ -209,7 +210,7 @@ def test_patchgan_learns_to_tell_real_from_fake(rng):
 def _onnx(model, channels):
     import onnxruntime as ort
 
-    proto = E.to_onnx_proto(model, channels)
+    proto = to_onnx_proto(model, channels)
     session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
     return lambda x: session.run(None, {"input": x})[0]
 
@@ -217,7 +218,7 @@ def _onnx(model, channels):
 def _tflite(model, channels):
     from ai_edge_litert.interpreter import Interpreter
 
-    interpreter = Interpreter(model_content=E.to_tflite_bytes(model, channels))
+    interpreter = Interpreter(model_content=to_tflite_bytes(model, channels))
     ops = {d["op_name"] for d in interpreter._get_ops_details()}
     assert not [op for op in ops if op.startswith("Flex") or op == "CUSTOM"], ops
 

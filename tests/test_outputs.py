@@ -304,7 +304,7 @@ def test_demo_refuses_foreign_folders_and_reruns_into_its_own(run_dir, tmp_path,
         return Path(out)
 
     monkeypatch.setattr(export, "export_run", fake_export)
-    monkeypatch.setattr(export, "load_backend", lambda path, backend: lambda x: np.zeros((1, 64, 64, 1), np.float32))
+    monkeypatch.setattr("dfcan_tf.inference.backends.load_backend", lambda path, backend: lambda x: np.zeros((1, 64, 64, 1), np.float32))
     out = tmp_path / "demo"
     assert cli.main([*base, "--out", str(out)]) == 0
     assert safety.read_marker(out)["command"] == "demo"
