@@ -178,14 +178,14 @@ def _args(**kw):
 
 def test_cli_config_for_other_architectures_and_refused_flags(tmp_path):
     npz = _npz(tmp_path)
-    cli_train, args = _args(data=npz, architecture="srcnn")
+    cli_train, args = _args(data=npz, architecture="srcnn", recipe="dfcan")
     cfg = cli_train.config_from_args(args)
     assert isinstance(cfg, TrainConfig) and cfg.model.architecture == "srcnn" and cfg.mode == "dfcan"
     assert (cfg.mse_weight, cfg.ssim_weight, cfg.batch_size) == (1.0, 0.1, 4)
     cli_train, args = _args(data=npz, architecture="srcnn", width=8)
     with pytest.raises(DfcanError, match="--width.*DFCAN-family.*srcnn"):
         cli_train.config_from_args(args)
-    cli_train, args = _args(data=npz, architecture="pix2pix")
+    cli_train, args = _args(data=npz, architecture="pix2pix", mode="dfcan")
     with pytest.raises(DfcanError, match="adversarially"):
         cli_train.config_from_args(args)
     cli_train, args = _args(data=npz, architecture="srcnn", mode="dfgan")
