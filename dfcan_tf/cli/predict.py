@@ -62,7 +62,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--which", choices=("best", "last"), default="best", help="weights to use (default: best)")
     add_tiling_arguments(parser)
     parser.add_argument("--batch-size", type=int, default=1, help="tiles per network call (default 1)")
-    parser.add_argument("--dtype", choices=("uint16", "float32"), default="uint16", help="output type (default uint16)")
+    parser.add_argument("--dtype", choices=("uint16", "float32"), default="uint16",
+                        help="output type (default uint16; with --intensity raw the stored values map to "
+                             "intensities by one linear map, written as ImageJ calibration)")
+    parser.add_argument("--intensity", choices=("raw", "stretch"), default="raw",
+                        help="raw (default): output in the input's intensity units, one normalisation for the "
+                             "whole file so frames and files stay comparable; stretch: every output image "
+                             "min-max stretched to the full range (docs/own-data.md#pixel-size-and-intensities)")
+    parser.add_argument("--sim-frames", type=int, choices=(9, 25), default=None,
+                        help="the inputs are raw SIM stacks of 9 or 25 frames per image: a wide-field model gets "
+                             "each group summed to wide-field (BioSR RawSIMData*.mrc files are recognised "
+                             "without it)")
     parser.add_argument("--remove-outliers", action="store_true", help="replace hot pixels of the output")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace existing outputs written by a previous 'dfcan predict'")
@@ -76,7 +86,8 @@ def run_from_args(args: argparse.Namespace) -> int:
     summary = predict_files(
         args.run, args.inputs, args.output, backend=args.backend, which=args.which, tile_size=args.tile_size,
         overlap=args.overlap, batch_size=args.batch_size, dtype=args.dtype, remove_outliers=args.remove_outliers,
-        overwrite=args.overwrite, progress=not args.no_progress,
+        overwrite=args.overwrite, progress=not args.no_progress, intensity=args.intensity,
+        sim_frames=args.sim_frames,
     )
     for path in summary.outputs:
         print(path)
