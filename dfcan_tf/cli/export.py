@@ -19,7 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run", help="run folder (config.json + weights/)")
     parser.add_argument("--format", choices=FORMATS, default="onnx")
     parser.add_argument("-o", "--output", default=None,
-                        help="destination (default: RUN/export/model.onnx, model.tflite, model/ or bioimageio.zip); "
+                        help="destination (default: RUN/export/model.onnx, model.tflite, model/ or bioimageio.zip; "
+                             "quantised: model-float16.tflite, model-int8.tflite, model-float16.onnx); "
                              "never the run folder, inside it only RUN/export/")
     parser.add_argument("--weights", choices=["best", "last"], default="best")
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset ({DEFAULT_OPSET}-{MAX_OPSET})")
@@ -29,6 +30,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="largest max abs difference from Keras accepted (default: %(default)s)")
     parser.add_argument("--tflite-size", type=int, default=None, metavar="N",
                         help="tflite: convert for a fixed (1, N, N, C) input instead of a dynamic shape")
+    parser.add_argument("--quantize", choices=["float16", "int8", "int8-full"], default=None,
+                        help="quantised export, float input/output: float16 weights (tflite, onnx), int8 "
+                             "dynamic-range (tflite) or int8-full, full-integer calibrated on simulated patches "
+                             "(tflite); accepted on PSNR against Keras (default: float32, matched to --tolerance)")
+    parser.add_argument("--min-psnr", type=float, default=None, metavar="DB",
+                        help="with --quantize: the least PSNR (dB, data range 1) against the Keras float output on "
+                             "the simulated verification images (default: 40 for float16, 30 for int8 and int8-full); "
+                             "below it nothing is written")
     parser.add_argument("--name", default=None, help="bioimage.io: model name")
     parser.add_argument("--no-test-run", action="store_true",
                         help="bioimage.io: skip the bioimageio.core test run (validation still runs)")
@@ -48,6 +57,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     elif args.tflite_size is not None:
         raise DfcanError(f"--tflite-size applies to --format tflite only. Received: --format {args.format}")
     result = export_run(args.run, args.output, args.format, which=args.weights, opset=args.opset,
-                        sizes=args.verify_sizes, tolerance=args.tolerance, overwrite=args.overwrite, **extra)
+                        sizes=args.verify_sizes, tolerance=args.tolerance, overwrite=args.overwrite,
+                        quantize=args.quantize, min_psnr=args.min_psnr, **extra)
     print(result.summary())
     return 0

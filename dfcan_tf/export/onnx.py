@@ -58,9 +58,30 @@ def to_onnx_proto(model: Any, channels: int, *, opset: int = DEFAULT_OPSET, meta
 
 
 def write_onnx(src: verify.Source, out: Path, *, opset: int = DEFAULT_OPSET,
-               sizes=verify.VERIFY_SIZES, tolerance: float = verify.TOLERANCE) -> verify.ExportResult:
-    """Convert ``src``'s portable network to ``out`` (.onnx), verify it against Keras, record it."""
+               sizes=verify.VERIFY_SIZES, tolerance: float = verify.TOLERANCE, quantize: str | None = None,
+               min_psnr: float | None = None) -> verify.ExportResult:
+    """Convert ``src``'s portable network to ``out`` (.onnx), verify it against Keras, record it.
+
+    ``quantize="float16"`` stores the weights as float16
+    (:func:`dfcan_tf.export.quantize.onnx_float16_weights`) and accepts the
+    model on PSNR against the Keras float output (``min_psnr`` dB) instead of
+    ``tolerance``.
+    """
     proto = to_onnx_proto(src.portable, src.channels, opset=opset, metadata=src.metadata())
+    if quantize:
+        from dfcan_tf.export.quantize import Budget, check_budget, check_quantize, onnx_float16_weights
+
+        budget = Budget(quantize, check_quantize("onnx", quantize, min_psnr),
+                        float_size_bytes=proto.ByteSize())
+        onnx_float16_weights(proto)
+        data = proto.SerializeToString()
+        budget.size_bytes = len(data)
+        with verify.staged(out) as tmp:
+            tmp.write_bytes(data)
+            checks = check_budget(onnx_runner(tmp), src, sizes, budget, f"ONNX {quantize} export of {src.run.path}")
+            sha = sha256_of(tmp)
+        extra = {"opset": opset, "quantization": budget.to_record()}
+        return record(src, verify.ExportResult(out, "onnx", checks, None, extra), sha)
     with verify.staged(out) as tmp:
         tmp.write_bytes(proto.SerializeToString())
         checks = verify.compare(onnx_runner(tmp), verify.keras_reference(src.reference), src.channels, src.scale,

@@ -115,15 +115,22 @@ def check_destination(run_dir: str | os.PathLike, out: str | os.PathLike, format
         safety.check_output_file(out, command=COMMAND, overwrite=overwrite, inputs=inputs)
 
 
-def default_output(run_dir: str | os.PathLike, format: str) -> Path:
-    """``RUN/export/model.onnx`` and the like (``RUN/export/bioimageio.zip`` for a package)."""
+def default_output(run_dir: str | os.PathLike, format: str, quantize: str | None = None) -> Path:
+    """``RUN/export/model.onnx`` and the like (``RUN/export/bioimageio.zip`` for a package).
+
+    A quantised export is ``model-float16.tflite``, ``model-int8.tflite`` …, so
+    it never takes the float model's place (the one ``--backend`` loads).
+    """
     name = "bioimageio" if format == "bioimageio" else "model"
+    if quantize:
+        name = f"{name}-{quantize}"
     return Path(run_dir) / "export" / f"{name}{SUFFIXES[format]}"
 
 
 def export_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, format: str = "onnx", *,
                which: str = "best", opset: int = DEFAULT_OPSET, sizes: Sequence[int] = VERIFY_SIZES,
-               tolerance: float = TOLERANCE, overwrite: bool = False, **kwargs: Any) -> ExportResult:
+               tolerance: float = TOLERANCE, overwrite: bool = False, quantize: str | None = None,
+               min_psnr: float | None = None, **kwargs: Any) -> ExportResult:
     """Export a run folder's network, verify the artefact against Keras, and write it atomically.
 
     Parameters
@@ -149,6 +156,13 @@ def export_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
     overwrite
         Replace an existing output, only if an earlier export wrote it (see
         :func:`check_destination`).
+    quantize
+        ``"float16"`` (tflite, onnx), ``"int8"`` or ``"int8-full"`` (tflite): a quantised
+        artefact, accepted on PSNR against the Keras float output instead of
+        ``tolerance`` (:mod:`dfcan_tf.export.quantize`).
+    min_psnr
+        The PSNR budget in dB for ``quantize`` (default 40 for float16, 30
+        for int8 and int8-full); an artefact below it is refused and nothing is written.
     **kwargs
         ``tflite``: ``fixed_size`` (see :func:`dfcan_tf.export.tflite.write_tflite`);
         ``bioimageio``: passed to :func:`dfcan_tf.export.bioimageio.write_bioimageio`
@@ -165,7 +179,7 @@ def export_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
         Missing, corrupt or mismatched run folder (or non-finite weights);
         bad option values; an output that may not be written or replaced
         (checked before any work); conversion failure; an artefact that does
-        not match Keras (nothing is left on disk then).
+        not match Keras or misses its PSNR budget (nothing is left on disk then).
     """
     if format not in FORMATS:
         raise DfcanError(f"format must be one of {FORMATS}. Received: format={format!r}")
@@ -174,18 +188,21 @@ def export_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
     if unknown:
         raise DfcanError(f"options {unknown} do not apply to format {format!r}")
     check_options(sizes, tolerance, opset, fixed_size=kwargs.get("fixed_size"))
-    out = Path(out) if out is not None else default_output(run_dir, format)
+    from dfcan_tf.export.quantize import check_quantize
+
+    check_quantize(format, quantize, min_psnr)
+    out = Path(out) if out is not None else default_output(run_dir, format, quantize)
     check_destination(run_dir, out, format, overwrite=overwrite)
     src = open_run(run_dir, which)
     common = {"sizes": tuple(sizes), "tolerance": tolerance}
     if format == "onnx":
         from dfcan_tf.export.onnx import write_onnx
 
-        return write_onnx(src, out, opset=opset, **common)
+        return write_onnx(src, out, opset=opset, quantize=quantize, min_psnr=min_psnr, **common)
     if format == "tflite":
         from dfcan_tf.export.tflite import write_tflite
 
-        return write_tflite(src, out, **common, **kwargs)
+        return write_tflite(src, out, quantize=quantize, min_psnr=min_psnr, **common, **kwargs)
     if format == "saved_model":
         from dfcan_tf.export.saved_model import write_saved_model
 

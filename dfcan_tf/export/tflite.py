@@ -21,8 +21,12 @@ from dfcan_tf.export.records import record, sha256_of
 from dfcan_tf.inference.backends import INPUT_NAME, tflite_runner
 
 
-def to_tflite_bytes(model: Any, channels: int, fixed_size: int | None = None) -> bytes:
+def to_tflite_bytes(model: Any, channels: int, fixed_size: int | None = None, quantize: str | None = None) -> bytes:
     """Convert a (portable) Keras SR network to a TFLite flatbuffer with builtin ops only.
+
+    ``quantize`` (``"float16"`` or ``"int8"``) sets the converter up as
+    :func:`dfcan_tf.export.quantize.configure_tflite` describes; input and
+    output stay float32.
 
     By default the input's shape signature stays ``[-1, -1, -1, C]``; resize
     it at run time with ``resize_tensor_input``. ``fixed_size=N`` converts for
@@ -40,22 +44,33 @@ def to_tflite_bytes(model: Any, channels: int, fixed_size: int | None = None) ->
         concrete = verify.serving_function(model, channels).get_concrete_function()
     converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete])
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if quantize:
+        from dfcan_tf.export.quantize import configure_tflite
+
+        configure_tflite(converter, quantize, channels, fixed_size)
     try:
         return converter.convert()
     except Exception as exc:  # noqa: BLE001 - the converter raises ConverterError and others
-        raise DfcanError(f"TFLite conversion with builtin ops only failed: {exc}") from None
+        what = f" ({quantize} quantisation)" if quantize else ""
+        raise DfcanError(f"TFLite conversion with builtin ops only{what} failed: {exc}") from None
 
 
 def write_tflite(src: verify.Source, out: Path, *, sizes=verify.VERIFY_SIZES, tolerance: float = verify.TOLERANCE,
-                 fixed_size: int | None = None) -> verify.ExportResult:
+                 fixed_size: int | None = None, quantize: str | None = None,
+                 min_psnr: float | None = None) -> verify.ExportResult:
     """Convert ``src``'s portable network to ``out`` (.tflite), verify it against Keras, record it.
 
     With ``fixed_size`` the model is verified at that one size (a random and a
-    simulated image).
+    simulated image). With ``quantize`` (``"float16"``, ``"int8"``) it is
+    accepted on PSNR against the Keras float output instead of ``tolerance``
+    (``min_psnr`` dB, default per :data:`dfcan_tf.export.quantize.DEFAULT_MIN_PSNR`).
     """
-    data = to_tflite_bytes(src.portable, src.channels, fixed_size)
+    data = to_tflite_bytes(src.portable, src.channels, fixed_size, quantize)
     if fixed_size:
         sizes = (fixed_size,)
+    if quantize:
+        return _write_quantized(src, out, data, sizes=sizes, fixed_size=fixed_size, quantize=quantize,
+                                min_psnr=min_psnr)
     with verify.staged(out) as tmp:
         tmp.write_bytes(data)
         checks = verify.compare(tflite_runner(tmp), verify.keras_reference(src.reference), src.channels,
@@ -63,3 +78,21 @@ def write_tflite(src: verify.Source, out: Path, *, sizes=verify.VERIFY_SIZES, to
                                 twin=src.twin(), random_batch=1 if fixed_size else 2)
         sha = sha256_of(tmp)
     return record(src, verify.ExportResult(out, "tflite", checks, tolerance, {"fixed_size": fixed_size}), sha)
+
+
+def _write_quantized(src: verify.Source, out: Path, data: bytes, *, sizes, fixed_size: int | None, quantize: str,
+                     min_psnr: float | None) -> verify.ExportResult:
+    """Stage a quantised flatbuffer, check it against its PSNR budget, and record size and PSNR."""
+    from dfcan_tf.export.quantize import Budget, check_budget, check_quantize
+
+    budget = Budget(quantize, check_quantize("tflite", quantize, min_psnr), size_bytes=len(data),
+                    float_size_bytes=len(to_tflite_bytes(src.portable, src.channels, fixed_size)))
+    with verify.staged(out) as tmp:
+        tmp.write_bytes(data)
+        checks = check_budget(tflite_runner(tmp), src, sizes, budget, f"TFLite {quantize} export of {src.run.path}",
+                              random_batch=1 if fixed_size else 2)
+        sha = sha256_of(tmp)
+    result = verify.ExportResult(out, "tflite", checks, None,
+                                 {"fixed_size": fixed_size, "quantization": budget.to_record()})
+    return record(src, result, sha)
+

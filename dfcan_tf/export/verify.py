@@ -65,7 +65,7 @@ class ExportResult:
     path: Path
     format: str
     checks: list[Check] = field(default_factory=list)
-    tolerance: float = TOLERANCE
+    tolerance: float | None = TOLERANCE  # None for a quantised export (accepted on PSNR, extra["quantization"])
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -74,6 +74,13 @@ class ExportResult:
 
     def summary(self) -> str:
         sizes = ", ".join(f"{c.kind} {c.shape[1]}x{c.shape[2]}: {c.max_abs_diff:.1e}" for c in self.checks)
+        quant = self.extra.get("quantization")
+        if quant:
+            ratio = quant["size_bytes"] / quant["float_size_bytes"] if quant.get("float_size_bytes") else float("nan")
+            return (f"wrote {self.path} ({self.format}, {quant['type']}): {quant['size_bytes'] / 1e6:.3f} MB "
+                    f"(float32 {quant['float_size_bytes'] / 1e6:.3f} MB, x{ratio:.2f}); PSNR vs Keras float "
+                    f"{quant['psnr_db']:.1f} dB >= {quant['min_psnr_db']:g} dB; max |artefact - keras| = "
+                    f"{self.max_abs_diff:.2e} [{sizes}]")
         return (f"wrote {self.path} ({self.format}); max |artefact - keras| = {self.max_abs_diff:.2e} "
                 f"<= {self.tolerance:g} [{sizes}]")
 
