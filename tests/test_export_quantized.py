@@ -64,7 +64,7 @@ def test_float16_tflite_meets_budget_and_halves_the_file(run_dir, float_tflite, 
     assert cli.main(["export", str(run_dir), "--format", "tflite", "--quantize", "float16", "-o", str(out),
                      "--verify-sizes", *SIZES]) == 0
     printed = capsys.readouterr().out
-    assert "half.tflite" in printed and "float16" in printed and "PSNR" in printed and "float32" in printed and "MB" in printed
+    assert all(w in printed for w in ("half.tflite", "float16", "PSNR", "float32", "MB")), printed
     ratio = out.stat().st_size / float_tflite.stat().st_size
     assert ratio < 0.6, ratio
     entry = safety.output_record(out)

@@ -69,7 +69,12 @@ def write_onnx(src: verify.Source, out: Path, *, opset: int = DEFAULT_OPSET,
     """
     proto = to_onnx_proto(src.portable, src.channels, opset=opset, metadata=src.metadata())
     if quantize:
-        from dfcan_tf.export.quantize import Budget, check_budget, check_quantize, onnx_float16_weights
+        from dfcan_tf.export.quantize import (
+            Budget,
+            check_budget,
+            check_quantize,
+            onnx_float16_weights,
+        )
 
         budget = Budget(quantize, check_quantize("onnx", quantize, min_psnr),
                         float_size_bytes=proto.ByteSize())

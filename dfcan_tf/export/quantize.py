@@ -125,7 +125,7 @@ def check_budget(artefact: verify.Runner, src: verify.Source, sizes: Sequence[in
 
 def representative_patches(channels: int, *, size: int = CALIBRATION_SIZE, count: int = CALIBRATION_PATCHES,
                            batch: int = 1) -> Iterator[list[np.ndarray]]:
-    """Calibration data for ``int8-full``: ``count`` simulated microscopy-like patches ``(batch, size, size, C)`` in [0, 1].
+    """Calibration data for ``int8-full``: ``count`` simulated patches ``(batch, size, size, C)`` in [0, 1].
 
     Seeds differ from the verification images' (:func:`dfcan_tf.export.verify.verification_inputs`), so the
     budget is checked on images the calibration never saw.
