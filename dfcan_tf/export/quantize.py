@@ -100,7 +100,15 @@ def check_budget(artefact: verify.Runner, src: verify.Source, sizes: Sequence[in
     checks = []
     for kind, x in verify.verification_inputs(src.channels, sizes, random_batch=random_batch):
         want = reference(x)
-        got = np.asarray(artefact(x))
+        try:
+            got = np.asarray(artefact(x))
+        except DfcanError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - runtimes raise RuntimeError and others
+            # Seen: LiteRT's XNNPACK cannot prepare the full DFCAN as int8-full ("failed to create XNNPACK runtime").
+            raise DfcanError(f"{what}: the runtime cannot run the quantised model on a {kind} "
+                             f"{x.shape[1]}x{x.shape[2]} input ({type(exc).__name__}: {str(exc)[:200]}); "
+                             f"nothing was written") from None
         expected_shape = (x.shape[0], src.scale * x.shape[1], src.scale * x.shape[2], 1)
         if got.shape != expected_shape:
             raise DfcanError(f"{what}: output shape {got.shape} for input {x.shape}; expected {expected_shape}")
