@@ -80,7 +80,7 @@ def test_int8_tflite_meets_its_budget(run_dir, float_tflite, tmp_path):
     out = tmp_path / "int8.tflite"
     result = export_run(run_dir, out, "tflite", sizes=(32, 45), quantize="int8")
     quant = result.extra["quantization"]
-    # Measured on this stack: ~51 dB on the verification images, 0.32 of the float32 file.
+    # Measured on this stack: 51-53 dB on the simulated verification images, 0.32 of the float32 file.
     assert quant["psnr_db"] >= 45.0 and quant["min_psnr_db"] == 30.0
     assert out.stat().st_size / float_tflite.stat().st_size < 0.4
     assert _keras_psnr(run_dir, B.tflite_runner(out)) >= 30.0
@@ -89,7 +89,7 @@ def test_int8_tflite_meets_its_budget(run_dir, float_tflite, tmp_path):
 
 def test_full_integer_int8_is_calibrated_and_held_to_its_budget(run_dir, tmp_path):
     # Full-integer int8 squeezes the Fourier attention's power spectrum into one int8 range per tensor:
-    # ~24 dB on this network, so the default 30 dB budget refuses it and a lowered one accepts it.
+    # 23-25 dB on this network, so the default 30 dB budget refuses it and a lowered one accepts it.
     out = tmp_path / "full.tflite"
     with pytest.raises(DfcanError, match=r"PSNR 2\d\.\d+ dB .* below the budget --min-psnr 30"):
         export_run(run_dir, out, "tflite", sizes=(32, 45), quantize="int8-full")
