@@ -246,14 +246,13 @@ def test_cli_refuses_mismatch(cells, tmp_path):
         cli_qc.run_from_args(_parse([str(sr), str(wf), "-o", str(tmp_path)])[1])
 
 
-def test_cli_ignores_impossible_metadata_pixel_size(cells, tmp_path, capsys):
-    """A TIFF without resolution tags reads as 1000 nm pixels; qc says so and uses the default 62.6 nm."""
+def test_cli_uncalibrated_tiff_uses_the_default_pixel_size(cells, tmp_path, capsys):
+    """A TIFF without resolution tags is uncalibrated (no pixel size); qc uses the default 62.6 nm."""
     cell = cells["CCPs"]
     sr = write_tiff(tmp_path / "sr.tif", cell.gt_clean, dtype="float32")
     wf = write_tiff(tmp_path / "wf.tif", cell.wf[3].astype(np.float32), dtype="float32")
     cli_qc, args = _parse([str(sr), str(wf), "-o", str(tmp_path / "out")])
     assert cli_qc.run_from_args(args) == 0
-    assert "ignoring the pixel size 1000 nm" in capsys.readouterr().out
     doc = json.loads((tmp_path / "out" / "qc.json").read_text())
     assert doc["optics"]["pixel_nm"] == pytest.approx(62.6) and abs(doc["scores"]["rms_ratio"] - 1.0) < 0.1
     assert not (tmp_path / "out" / "qc_frames.tif").exists()
