@@ -29,9 +29,9 @@ class ToyConfig(NetConfig):
 def build_toy(config: ToyConfig) -> keras.Model:
     inputs = keras.Input((None, None, config.input_channels), name="input")
     x = keras.layers.Conv2D(config.width, 3, padding="same", activation="relu", name="conv1")(inputs)
-    x = keras.layers.Conv2D(config.scale**2, 3, padding="same", name="conv2")(x)
+    x = keras.layers.Conv2D(config.width * config.scale**2, 3, padding="same", name="conv2")(x)
     x = PixelShuffle(config.scale, name="shuffle")(x)
-    outputs = keras.layers.Activation("sigmoid", name="out")(x)
+    outputs = keras.layers.Conv2D(1, 3, padding="same", activation="sigmoid", name="out")(x)
     return keras.Model(inputs, outputs, name="toy")
 
 
