@@ -86,40 +86,6 @@ def _dft_matrices(freqs: tf.Tensor, length: tf.Tensor) -> tuple[tf.Tensor, tf.Te
     return tf.cos(angle), tf.sin(angle)
 
 
-def _dft_magnitude_full(x: tf.Tensor, gamma: float) -> tf.Tensor:
-    """``(|DFT2(x)| + 1e-8) ** gamma`` of every frequency, as matmuls (portable form of ``_fft_magnitude``)."""
-    shape = tf.shape(x)
-    h, w = shape[1], shape[2]
-    cos_h, sin_h = _dft_matrices(tf.range(h), h)
-    cos_w, sin_w = _dft_matrices(tf.range(w), w)
-    return _dft_mag_core(x, cos_h, sin_h, cos_w, sin_w, gamma)
-
-
-def _dft_mag_core(x, cos_h, sin_h, cos_w, sin_w, gamma):
-    """Magnitude of ``Σ_h Σ_w x[h, w]·e^{-iφ_h}·e^{-iθ_w}`` for the rows of the given matrices.
-
-    Returns ``(N, Kh, Kw, C)``. Real input: along W the transform is
-    ``A_c - i·A_s`` with ``A_c = x·cos_wᵀ``, ``A_s = x·sin_wᵀ``; along H,
-    ``Re = cos_h·A_c - sin_h·A_s`` and ``Im = -(cos_h·A_s + sin_h·A_c)``.
-    Both stages are single matmuls on stacked [cos; sin] matrices.
-    """
-    kw = tf.shape(cos_w)[0]
-    kh = tf.shape(cos_h)[0]
-    xt = tf.transpose(x, [0, 3, 1, 2])  # (N, C, H, W)
-    a = tf.linalg.matmul(xt, tf.concat([cos_w, sin_w], axis=0), transpose_b=True)  # (N, C, H, 2Kw)
-    b = tf.linalg.matmul(tf.concat([cos_h, sin_h], axis=0), a)  # (N, C, 2Kh, 2Kw)
-    b_shape = tf.shape(b)
-    # Explicit 4-D slices (ellipsis slicing trips tf2onnx).
-    cc = tf.slice(b, [0, 0, 0, 0], [b_shape[0], b_shape[1], kh, kw])
-    cs = tf.slice(b, [0, 0, 0, kw], [b_shape[0], b_shape[1], kh, kw])
-    sc = tf.slice(b, [0, 0, kh, 0], [b_shape[0], b_shape[1], kh, kw])
-    ss = tf.slice(b, [0, 0, kh, kw], [b_shape[0], b_shape[1], kh, kw])
-    re = cc - ss
-    im = cs + sc
-    mag = tf.pow(tf.sqrt(re * re + im * im) + 1e-8, gamma)
-    return tf.transpose(mag, [0, 2, 3, 1])
-
-
 def quadrant_shift(x: tf.Tensor) -> tf.Tensor:
     """Swap spectrum quadrants exactly as the reference slices them.
 
@@ -253,68 +219,6 @@ def _sampled_dft_spectrum(x: tf.Tensor, gamma: float, size: int) -> tf.Tensor:
     top = v00 + (v01 - v00) * lx
     bottom = v10 + (v11 - v10) * lx
     return top + (bottom - top) * ly
-
-
-@keras.saving.register_keras_serializable(package=PACKAGE)
-class FourierMagnitude(keras.layers.Layer):
-    """Per-channel ``(|FFT2(x)| + 1e-8) ** gamma`` over H and W (same shape as the input).
-
-    Parameters
-    ----------
-    gamma
-        Compression exponent (0.8 in DFCAN, 0.1 in the DFGAN generator).
-    method
-        ``"fft"`` (``tf.signal.fft2d``) or ``"dft"`` (matmul DFT; converts to ONNX/TFLite).
-    """
-
-    def __init__(self, gamma: float = 0.8, method: str = "fft", **kwargs):
-        super().__init__(**kwargs)
-        if method not in SPECTRUM_METHODS:
-            raise ValueError(f"method must be one of {SPECTRUM_METHODS}. Received: method={method!r}")
-        self.gamma = float(gamma)
-        self.method = method
-
-    def call(self, inputs):
-        if self.method == "fft":
-            out = _fft_magnitude(inputs, self.gamma)
-        else:
-            out = _dft_magnitude_full(inputs, self.gamma)
-        return tf.reshape(out, tf.shape(inputs))
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-    def get_config(self):
-        return {**super().get_config(), "gamma": self.gamma, "method": self.method}
-
-
-@keras.saving.register_keras_serializable(package=PACKAGE)
-class QuadrantShift(keras.layers.Layer):
-    """The reference's quadrant swap of a spectrum (fftshift for even, ifftshift for odd sizes)."""
-
-    def call(self, inputs):
-        return quadrant_shift(inputs)
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-
-@keras.saving.register_keras_serializable(package=PACKAGE)
-class SpectrumResize(keras.layers.Layer):
-    """TF1 legacy bilinear resize (``align_corners=False, half_pixel_centers=False``) to ``size × size``."""
-
-    def __init__(self, size: int = 128, **kwargs):
-        super().__init__(**kwargs)
-        self.size = int(size)
-
-    def call(self, inputs):
-        return legacy_resize_bilinear(inputs, self.size)
-
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0], self.size, self.size, input_shape[-1])
-
-    def get_config(self):
-        return {**super().get_config(), "size": self.size}
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
