@@ -1,7 +1,8 @@
 """``dfcan benchmark data``: input-pipeline throughput next to what DFCAN training can consume.
 
-Times :func:`dfcan_tf.data.pipeline.make_dataset` on a small simulated patch
-set; measured figures are in ``docs/README.md``.
+Times exactly what training consumes: :func:`dfcan_tf.training.sources.train_dataset`
+over a :class:`~dfcan_tf.training.sources.FolderSource`, on a small simulated
+patch set (one path: the benchmark and ``dfcan train`` read patches the same way).
 """
 
 from __future__ import annotations
@@ -17,20 +18,23 @@ def benchmark_data(args: argparse.Namespace, sgemm: float) -> dict:
     """``dfcan benchmark data``: input-pipeline throughput in patches/s.
 
     Simulates a small BioSR-like set in a temporary folder, cuts 128-px patch
-    pairs and times :func:`make_dataset` (SISR and SIM, from disk and cached),
+    pairs and times the training input (:func:`dfcan_tf.training.sources.train_dataset`, SISR and SIM),
     next to an upper bound of what DFCAN training can consume on this machine
     (its FLOPs, :mod:`dfcan_tf.benchmark.flops`, at the measured sgemm rate).
     """
     import tempfile
 
+    import tensorflow as tf
+
     from dfcan_tf.benchmark.flops import training_flops
     from dfcan_tf.data.patches import make_patches
-    from dfcan_tf.data.pipeline import TASKS, make_dataset
+    from dfcan_tf.data.pipeline import TASKS
     from dfcan_tf.data.simulate import simulate_dataset
     from dfcan_tf.nets.dfcan import DFCANConfig
+    from dfcan_tf.training.config import TrainConfig
+    from dfcan_tf.training.sources import FolderSource, train_dataset
 
     quick = bool(getattr(args, "quick", False))
-    threads = getattr(args, "threads", None)
     # quick: a smoke run on 64-px patches; full: the paper's 128-px patches
     n_patches, patch, size = (64, 64, 128) if quick else (512, 128, 256)
     batch = 4
@@ -42,23 +46,22 @@ def benchmark_data(args: argparse.Namespace, sgemm: float) -> dict:
         make_patches(Path(tmp) / "data", Path(tmp) / "patches", patch_size=patch, n_train=n_patches, n_val=8,
                      val_cells="1", progress=False)
         print(f"data: prepared {n_patches} patch pairs of {patch} px in {time.perf_counter() - t0:.1f} s")
+        strategy = tf.distribute.get_strategy()
         for task in TASKS:
-            for cache in (False, True):
-                ds = make_dataset(Path(tmp) / "patches", "training", task, batch, shuffle=True, augment=True,
-                                  repeat=True, cache=cache, parallel=threads)
-                it = iter(ds)
-                warm = n_patches // batch if cache else 4  # a cached set must be filled first
-                for _ in range(warm):
-                    next(it)
-                steps = (n_patches // batch) * (1 if quick else 2)
-                t0 = time.perf_counter()
-                for _ in range(steps):
-                    x, _ = next(it)
-                rate = steps * batch / (time.perf_counter() - t0)
-                key = f"{task}{'_cached' if cache else ''}"
-                results[key] = rate
-                print(f"data: {task:4s} {'cached ' if cache else 'from disk'} {rate:8.0f} patches/s "
-                      f"(input {tuple(x.shape[1:])}, batch {batch}; {rate / sgemm:.2f} patches/s per sgemm GFLOP/s)")
+            source = FolderSource(Path(tmp) / "patches", "training", task)
+            cfg = TrainConfig.dfcan(DFCANConfig.dfcan(source.channels, source.scale), patch_size=patch,
+                                    batch_size=batch)
+            it = iter(train_dataset(source, cfg, 0, strategy))
+            for _ in range(4):  # warm-up
+                next(it)
+            steps = (n_patches // batch) * (1 if quick else 2)
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                x, _ = next(it)
+            rate = steps * batch / (time.perf_counter() - t0)
+            results[task] = rate
+            print(f"data: {task:4s} from disk {rate:8.0f} patches/s "
+                  f"(input {tuple(x.shape[2:])}, batch {batch}; {rate / sgemm:.2f} patches/s per sgemm GFLOP/s)")
     gflop = training_flops(DFCANConfig.dfcan(9, 2), patch, patch, 1) / 1e9  # one SIM patch
     need = sgemm / gflop
     results["train_bound"] = need

@@ -14,8 +14,9 @@ Inputs and targets are normalised per patch (``docs/data.md#normalisation``): mi
 ``normalize=False``. Files are decoded in parallel threads, optionally cached in
 memory, shuffled, augmented with the same random flip / rot90 on input and GT,
 batched and prefetched. :func:`load_patch_arrays` gives the same data as numpy
-arrays (validation sets, notebooks); ``dfcan benchmark data`` times
-:func:`make_dataset` (:mod:`dfcan_tf.benchmark.data`).
+arrays (validation sets, notebooks). :func:`make_dataset` is for users who
+feed a patch folder to their own Keras ``fit``; ``dfcan train`` reads patches
+through :mod:`dfcan_tf.training.sources` (which ``dfcan benchmark data`` times).
 """
 
 from __future__ import annotations
