@@ -165,8 +165,9 @@ def test_widget_matches_dfcan_predict_on_a_time_lapse(make_napari_viewer, qtbot,
     np.testing.assert_allclose(result.scale, (2.0, 0.05, 0.05))
 
     write_tiff(tmp_path / "in" / "movie.tif", stack)
+    # the widget shows each frame stretched to [0, 1], as `dfcan predict --intensity stretch` writes it
     assert cli.main(["predict", str(sisr_run), str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--no-progress",
-                     "--dtype", "float32"]) == 0
+                     "--dtype", "float32", "--intensity", "stretch"]) == 0
     written, _ = read_tiff(tmp_path / "out" / "movie.tif")
     np.testing.assert_allclose(result.data, written.reshape(result.data.shape), atol=1e-5)
 

@@ -255,7 +255,9 @@ def test_benchmark_predict_cli_quick(capsys):
     out = capsys.readouterr().out
     line = next(line for line in out.splitlines() if line.startswith("srcnn"))
     seconds, gflop, rate = (float(v) for v in line.split()[2:5])
-    assert rate == pytest.approx(gflop / seconds, rel=0.05)
+    # the printed figures are rounded (seconds to 1 ms, GFLOP to 0.01): allow for that at this tiny size
+    assert seconds > 0 and gflop > 0
+    assert rate == pytest.approx(gflop / seconds, rel=0.0005 / seconds + 0.005 / gflop + 0.01)
 
 
 def _docs_counts() -> dict[str, dict[str, int]]:
