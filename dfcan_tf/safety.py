@@ -20,12 +20,13 @@ Every refusal is a :class:`DfcanError` naming the path and what to do.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from dfcan_tf.errors import DfcanError
@@ -143,12 +144,52 @@ def replace_dir(staged: str | os.PathLike, out: str | os.PathLike, *, command: s
         marker = read_marker(out)
         if not out.is_dir() or marker is None or marker.get("command") != command:
             raise DfcanError(f"{out} changed while 'dfcan {command}' ran and is not its output; left untouched")
-        trash = Path(tempfile.mkdtemp(prefix=PART_PREFIX + "old-", dir=out.parent))
-        os.replace(out, trash / out.name)
-        os.replace(staged, out)
-        shutil.rmtree(trash, ignore_errors=True)
+        swap_dir(staged, out)
     else:
         os.replace(staged, out)
+
+
+def swap_dir(staged: str | os.PathLike, out: str | os.PathLike) -> None:
+    """Put the complete folder ``staged`` in place of the existing folder ``out`` (the caller checked ownership).
+
+    The old folder is moved aside into a ``.part-old-*`` folder first, so ``out``
+    is never half old, half new; that leftover is removed at once, or by
+    :func:`clean_stale_parts` after a kill.
+    """
+    staged, out = Path(staged), Path(out)
+    trash = Path(tempfile.mkdtemp(prefix=PART_PREFIX + "old-", dir=out.parent))
+    os.replace(out, trash / out.name)
+    os.replace(staged, out)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def staged_dir(out: str | os.PathLike, *, command: str | None) -> Iterator[Path]:
+    """Yield a fresh ``.part-*`` folder next to ``out``; when the block succeeds, it becomes ``out``.
+
+    With ``command``, ``out`` is replaced by :func:`replace_dir` (marker written,
+    only a previous output of ``command`` replaced); with ``None`` the caller
+    has checked ownership and an existing ``out`` is swapped (:func:`swap_dir`).
+    Stale leftovers of killed runs are cleaned first, and the staged folder is
+    removed whatever happens: the command touches nothing else.
+    """
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale_parts(out.parent)
+    staged = Path(tempfile.mkdtemp(prefix=f"{PART_PREFIX}{command or out.name}-", dir=out.parent))
+    umask = os.umask(0)  # mkdtemp makes 0700; the finished folder gets ordinary permissions
+    os.umask(umask)
+    os.chmod(staged, 0o777 & ~umask)
+    try:
+        yield staged
+        if command is not None:
+            replace_dir(staged, out, command=command)
+        elif out.exists():
+            swap_dir(staged, out)
+        else:
+            os.replace(staged, out)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
 
 
 def _manifest_path(path: Path) -> Path:

@@ -144,3 +144,24 @@ def test_clean_stale_parts_touches_only_old_temporaries(tmp_path):
     assert sorted(p.name for p in removed) == [".part-abc.tif", ".part-x-1"]
     assert fresh.is_dir() and user_old.is_file() and hidden.is_file()
     assert safety.clean_stale_parts(tmp_path / "missing") == []
+
+
+def test_staged_dir_replaces_only_on_success_and_leaves_nothing_behind(tmp_path):
+    out = tmp_path / "out"
+    with safety.staged_dir(out, command="demo") as staged:
+        (staged / "a.txt").write_text("1")
+    assert (out / "a.txt").read_text() == "1" and safety.read_marker(out)["command"] == "demo"
+    with pytest.raises(RuntimeError), safety.staged_dir(out, command="demo") as staged:
+        (staged / "a.txt").write_text("2")
+        raise RuntimeError("killed half-way")
+    assert (out / "a.txt").read_text() == "1"  # the previous output is untouched
+    with pytest.raises(DfcanError, match="not its output"), safety.staged_dir(out, command="other") as staged:
+        (staged / "b.txt").write_text("x")
+    assert sorted(p.name for p in out.iterdir()) == [safety.MARKER, "a.txt"]
+    cell = tmp_path / "cell"  # command=None: the caller owns the folder; it is swapped whole
+    cell.mkdir()
+    (cell / "old.txt").write_text("old")
+    with safety.staged_dir(cell, command=None) as staged:
+        (staged / "new.txt").write_text("new")
+    assert [p.name for p in cell.iterdir()] == ["new.txt"]
+    assert not list(tmp_path.glob(safety.PART_PREFIX + "*"))

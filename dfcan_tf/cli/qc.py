@@ -56,8 +56,6 @@ def qc_files(sr_path, input_path, out_dir, *, scale: int | None = None, pixel_nm
         Passed to :func:`forward_consistency` (``k``, ``smooth``, camera parameters, …).
     """
     import json
-    import shutil
-    import tempfile
     from pathlib import Path
 
     from dfcan_tf import safety
@@ -109,13 +107,7 @@ def qc_files(sr_path, input_path, out_dir, *, scale: int | None = None, pixel_nm
         say(f"frame by frame through the estimated patterns: residual RMS / noise RMS {f['rms_ratio']:.3f}; "
             f"|z| > {s['k']:g} on {100 * f['fraction_above_k']:.2f}%")
     doc = {"sr": str(sr_path), "input": str(input_path), **result.to_dict()}
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    safety.clean_stale_parts(out_dir.parent)
-    staged = Path(tempfile.mkdtemp(prefix=safety.PART_PREFIX + "qc-", dir=out_dir.parent))
-    try:
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(staged, 0o777 & ~mask)
+    with safety.staged_dir(out_dir, command=COMMAND) as staged:
         write_tiff(staged / MAP_NAME, result.z_sr, pixel_size_nm=pixel_nm / scale, dtype="float32")
         plot_overlay(sr[0], result.z_sr, s["k"], staged / PNG_NAME,
                      title=f"{sr_path.name}: |z| > {s['k']:g} on {100 * s['fraction_above_k']:.2f}%, "
@@ -127,9 +119,6 @@ def qc_files(sr_path, input_path, out_dir, *, scale: int | None = None, pixel_nm
             write_tiff(staged / FRAMES_NAME, z_frames, pixel_size_nm=pixel_nm / scale, dtype="float32")
         with atomic_path(staged / JSON_NAME) as tmp:
             tmp.write_text(json.dumps(doc, indent=2))
-        safety.replace_dir(staged, out_dir, command=COMMAND)
-    finally:
-        shutil.rmtree(staged, ignore_errors=True)
     say(f"wrote {out_dir / MAP_NAME}, {out_dir / PNG_NAME}, {out_dir / JSON_NAME}")
     return result
 

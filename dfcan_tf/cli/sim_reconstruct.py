@@ -22,8 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -176,13 +174,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     inputs = [*data, *([args.params] if args.params else [])]
     safety.check_output_dir(out, command=COMMAND, overwrite=args.overwrite, inputs=inputs)
     jobs = _jobs(data, specimens=args.specimens, cells=args.cells, levels=args.levels)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    safety.clean_stale_parts(out.parent)
-    staged = Path(tempfile.mkdtemp(prefix=safety.PART_PREFIX + "sim-reconstruct-", dir=out.parent))
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(staged, 0o777 & ~umask)
+    with safety.staged_dir(out, command=COMMAND) as staged:
         for src, name in tqdm(jobs, desc=COMMAND, unit="stack", disable=args.no_progress):
             image, est, out_px = reconstruct_file(src, pixel_nm=args.pixel_nm, na=args.na,
                                                   emission_nm=args.emission_nm, wiener=args.wiener,
@@ -193,8 +185,5 @@ def run_from_args(args: argparse.Namespace) -> int:
             write_tiff(staged / name.with_suffix(".tif"), image / scale, pixel_size_nm=out_px)
             est.extra.update({"input": str(src), "output_pixel_nm": out_px, "tiff_scale": scale / 65535.0})
             (staged / name.with_suffix(".json")).write_text(parameters_to_json(est) + "\n")
-        safety.replace_dir(staged, out, command=COMMAND)
-    finally:
-        shutil.rmtree(staged, ignore_errors=True)
     print(f"reconstructed {len(jobs)} stack(s) into {out}")
     return 0

@@ -32,8 +32,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -356,13 +354,8 @@ def make_patches(
         "rotate": rotate, "flips": flips, "seed": seed, "threshold": threshold,
         "cells": {"training": train_c, "validate": val_c}, "patches": [],
     }
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    safety.clean_stale_parts(out_dir.parent)  # leftovers of a killed earlier run
-    tmp = Path(tempfile.mkdtemp(prefix=f"{safety.PART_PREFIX}{out_dir.name}-", dir=out_dir.parent))
-    umask = os.umask(0)  # mkdtemp makes 0700; the finished folder gets ordinary permissions
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)
-    try:
+    # Marks the folder as ours and replaces out_dir only if it still is a marked patches folder.
+    with safety.staged_dir(out_dir, command=COMMAND) as tmp:
         total = sum(n for _, n in plan.values())
         bar = tqdm(total=total, desc="patches", unit="patch", disable=not progress)
         for split, (cs, n) in plan.items():
@@ -412,9 +405,4 @@ def make_patches(
                         bar.update(1)
         bar.close()
         (tmp / "patches.json").write_text(json.dumps(manifest, indent=1))
-        # Marks the folder as ours and replaces out_dir only if it still is a marked patches folder.
-        safety.replace_dir(tmp, out_dir, command=COMMAND)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return manifest

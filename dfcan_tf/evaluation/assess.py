@@ -55,8 +55,6 @@ import csv
 import io
 import math
 import os
-import shutil
-import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -353,12 +351,6 @@ def _conventional_rows(records: list, *, wiener: float, known: bool, resolution:
     return rows
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def assess(
     runs: Sequence[str | os.PathLike],
     data_root: str | os.PathLike,
@@ -442,11 +434,7 @@ def assess(
     _check_compatible(run_paths, records)
 
     result = AssessmentResult(networks=names, rule=rule)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    safety.clean_stale_parts(out_dir.parent)
-    staged = Path(tempfile.mkdtemp(prefix=safety.PART_PREFIX + "assess-", dir=out_dir.parent))
-    try:
-        os.chmod(staged, 0o777 & ~_umask())
+    with safety.staged_dir(out_dir, command=COMMAND) as staged:
         rows: list[dict[str, Any]] = []
         for i, (run, name) in enumerate(zip(run_paths, names)):
             scored, failures = score_records(run, records, which=which, backend=backend, tile_size=tile_size,
@@ -475,9 +463,6 @@ def assess(
         _write_csv(staged / "metrics.csv", result.rows, ["method", "specimen", "cell", "level", *metric_cols])
         _write_csv(staged / "matrix.csv", result.matrix, MATRIX_COLUMNS)
         plot_matrix(result.matrix, staged / "matrix.png", names, rule)
-        safety.replace_dir(staged, out_dir, command=COMMAND)
-    finally:
-        shutil.rmtree(staged, ignore_errors=True)
     result.metrics_path = out_dir / "metrics.csv"
     result.matrix_path = out_dir / "matrix.csv"
     result.plot_path = out_dir / "matrix.png"

@@ -39,8 +39,6 @@ import csv
 import io
 import math
 import os
-import shutil
-import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Iterable
@@ -429,10 +427,7 @@ def evaluate_run(
         raise DfcanError(f"{data_root}: no record could be evaluated ({details})")
 
     # Everything goes into a staged folder next to the output, which replaces it only when complete.
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staged = Path(tempfile.mkdtemp(prefix=safety.PART_PREFIX + "evaluate-", dir=out_dir.parent))
-    try:
-        os.chmod(staged, 0o777 & ~_umask())
+    with safety.staged_dir(out_dir, command="evaluate") as staged:
         summary = _summarise(result.rows)
         _write_csv(staged / "metrics.csv", result.rows, ["specimen", "cell", "level", "method", *METRICS])
         _write_csv(staged / "summary.csv", summary,
@@ -444,9 +439,6 @@ def evaluate_run(
             _plot(staged / f"{specimen}.png", specimen, summary, title)
         for dest, pred, px in predictions:
             write_tiff(staged / dest, pred, pixel_size_nm=px)
-        safety.replace_dir(staged, out_dir, command="evaluate")
-    finally:
-        shutil.rmtree(staged, ignore_errors=True)
     result.csv_path = out_dir / "metrics.csv"
     result.summary_path = out_dir / "summary.csv"
     result.missing_path = out_dir / "missing.csv"
@@ -454,8 +446,3 @@ def evaluate_run(
     result.seconds = time.perf_counter() - t0
     return result
 
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

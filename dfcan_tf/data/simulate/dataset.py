@@ -33,8 +33,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -346,22 +344,9 @@ def check_output(out_dir: str | os.PathLike, cell_dirs: list[Path], *, overwrite
 
 def _write_cell_atomic(cell: SimulatedCell, cell_dir: Path) -> None:
     """Write a cell into a staged folder, then put it in place of ``cell_dir`` (replacing an old one)."""
-    cell_dir.parent.mkdir(parents=True, exist_ok=True)
-    staged = Path(tempfile.mkdtemp(prefix=safety.PART_PREFIX + cell_dir.name + "-", dir=cell_dir.parent))
-    try:
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(staged, 0o777 & ~mask)
+    # simulate_dataset has checked that an existing cell folder is its own (simulation.json)
+    with safety.staged_dir(cell_dir, command=None) as staged:
         write_cell(cell, staged)
-        if cell_dir.exists():
-            trash = Path(tempfile.mkdtemp(prefix=safety.PART_PREFIX + "old-", dir=cell_dir.parent))
-            os.replace(cell_dir, trash / cell_dir.name)
-            os.replace(staged, cell_dir)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(staged, cell_dir)
-    finally:
-        shutil.rmtree(staged, ignore_errors=True)
 
 
 def simulate_dataset(
