@@ -51,8 +51,6 @@ complete; the runs and the data are only read.
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import os
 import time
@@ -188,29 +186,12 @@ def build_matrix(rows: Iterable[dict[str, Any]], networks: Sequence[str], rule: 
     return out
 
 
-def _fmt(v: Any) -> Any:
-    if isinstance(v, bool):
-        return str(v)
-    if isinstance(v, float):
-        return f"{v:.8g}"
-    return v
+CSV_DIGITS = 8  # metrics.csv keeps 8 significant digits; the matrix is computed from those
 
 
 def _rounded(v: float) -> float:
     """The value as ``metrics.csv`` holds it, so the matrix is computed from the file's numbers."""
-    return float(f"{float(v):.8g}")
-
-
-def _write_csv(path: Path, rows: list[dict[str, Any]], columns: Sequence[str]) -> None:
-    from dfcan_tf.data.files import atomic_path
-
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: _fmt(v) for k, v in row.items()})
-    with atomic_path(path) as tmp:
-        tmp.write_text(buf.getvalue())
+    return float(f"{float(v):.{CSV_DIGITS}g}")
 
 
 def plot_matrix(matrix: list[dict[str, Any]], path: str | os.PathLike, networks: Sequence[str],
@@ -413,7 +394,7 @@ def assess(
         no record; nothing is written then.
     """
     from dfcan_tf.data.biosr import discover
-    from dfcan_tf.evaluation.evaluate import score_records
+    from dfcan_tf.evaluation.evaluate import score_records, write_csv
     from dfcan_tf.sim.reconstruct import DEFAULT_WIENER
 
     t0 = time.perf_counter()
@@ -460,8 +441,9 @@ def assess(
               **{m: _rounded(r[m]) for m in metric_cols}} for r in rows),
             key=lambda r: (order[r["method"]], r["specimen"], r["cell"], r["level"]))
         result.matrix = build_matrix(result.rows, names, rule)
-        _write_csv(staged / "metrics.csv", result.rows, ["method", "specimen", "cell", "level", *metric_cols])
-        _write_csv(staged / "matrix.csv", result.matrix, MATRIX_COLUMNS)
+        write_csv(staged / "metrics.csv", result.rows, ["method", "specimen", "cell", "level", *metric_cols],
+                  digits=CSV_DIGITS)
+        write_csv(staged / "matrix.csv", result.matrix, MATRIX_COLUMNS, digits=CSV_DIGITS)
         plot_matrix(result.matrix, staged / "matrix.png", names, rule)
     result.metrics_path = out_dir / "metrics.csv"
     result.matrix_path = out_dir / "matrix.csv"

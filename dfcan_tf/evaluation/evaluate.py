@@ -41,7 +41,7 @@ import math
 import os
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -119,14 +119,15 @@ def _network_input(raw: np.ndarray, channels: int, path: Path) -> np.ndarray:
     return raw
 
 
-def _write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> None:
+def write_csv(path: Path, rows: list[dict[str, Any]], columns: Sequence[str], *, digits: int = 6) -> None:
+    """Write ``rows`` (only ``columns``) as CSV atomically, floats to ``digits`` significant digits."""
     from dfcan_tf.data.files import atomic_path
 
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+        writer.writerow({k: (f"{v:.{digits}g}" if isinstance(v, float) else v) for k, v in row.items()})
     with atomic_path(path) as tmp:
         tmp.write_text(buf.getvalue())
 
@@ -429,10 +430,10 @@ def evaluate_run(
     # Everything goes into a staged folder next to the output, which replaces it only when complete.
     with safety.staged_dir(out_dir, command="evaluate") as staged:
         summary = _summarise(result.rows)
-        _write_csv(staged / "metrics.csv", result.rows, ["specimen", "cell", "level", "method", *METRICS])
-        _write_csv(staged / "summary.csv", summary,
+        write_csv(staged / "metrics.csv", result.rows, ["specimen", "cell", "level", "method", *METRICS])
+        write_csv(staged / "summary.csv", summary,
                    ["specimen", "level", "method", "n", *(f"{m}_{s}" for m in METRICS for s in ("mean", "std"))])
-        _write_csv(staged / "missing.csv", result.missing, ["specimen", "cell", "level", "missing_file"])
+        write_csv(staged / "missing.csv", result.missing, ["specimen", "cell", "level", "missing_file"])
         title = f"{run_path.name} vs bicubic wide-field"
         plotted = sorted({r["specimen"] for r in result.rows})
         for specimen in plotted:
