@@ -7,7 +7,7 @@ Uses only ai-edge-litert, numpy and tifffile:
 The model is converted with a dynamic input shape ``[-1, -1, -1, C]``: before
 running an image of another size, the input tensor is resized with
 ``resize_tensor_input`` and the interpreter re-allocated (what :func:`predict`
-does). Pre- and post-processing as in ``onnx_predict.py``: a TFLite file
+does). Pre- and post-processing as in ``onnx_predict.py`` (shared in ``example_io.py``): a TFLite file
 carries no run metadata, so the run's normalisation is read from export's
 record next to the model (``.dfcan-outputs.json``, written by ``dfcan export``);
 without it, min-max over the whole stack (docs/data.md#normalisation).
@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import tifffile
 from ai_edge_litert.interpreter import Interpreter
+from example_io import normalization, to_batch, to_uint16
 
 
 def load(path: str, threads: int | None = None) -> Interpreter:
@@ -37,58 +38,6 @@ def model_config(path: str) -> dict:
     except (OSError, ValueError):
         return {}
     return entry if isinstance(entry, dict) else {}
-
-
-def normalization(config: dict) -> dict:
-    """The run's input normalisation from the exported model's metadata (default: min-max, the paper's).
-
-    ``config["normalization"]`` is the full setting written by ``dfcan export``;
-    older exports only carry the run's ``data.normalization`` (a mode name or a dict).
-    """
-    value = config.get("normalization") or (config.get("data") or {}).get("normalization") or "minmax"
-    norm = {"mode": "minmax", "pmin": 1.0, "pmax": 99.8, "eps": 1e-7, "clip": False}
-    norm.update({"mode": value} if isinstance(value, str) else value)
-    return norm
-
-
-def normalize(x: np.ndarray, norm: dict) -> np.ndarray:
-    """Bring a raw image (whole stack jointly) to the network's input range, as in training.
-
-    The formula of dfcan_tf's ``Normalizer`` (docs/data.md#normalisation), restated here so that this
-    script needs no dfcan_tf: ``(x - lo) / (hi - lo + eps)`` with ``lo, hi`` = min and max (``minmax``),
-    the ``pmin``/``pmax`` percentiles (``percentile``, clipped to [0, 1] when ``clip``), or 0 and 65535
-    with ``eps`` 0 (``divide65535``). Computed in float64.
-    """
-    x = np.asarray(x, np.float64)
-    if norm["mode"] == "divide65535":
-        lo, hi, eps = 0.0, 65535.0, 0.0
-    elif norm["mode"] == "percentile":
-        lo, hi, eps = np.percentile(x, norm["pmin"]), np.percentile(x, norm["pmax"]), norm["eps"]
-    else:
-        lo, hi, eps = x.min(), x.max(), norm["eps"]
-    y = (x - lo) / (hi - lo + eps)
-    if norm.get("clip"):
-        y = np.clip(y, 0.0, 1.0)
-    return y.astype(np.float32)
-
-
-def to_batch(image: np.ndarray, channels: int, norm: dict) -> np.ndarray:
-    """(H, W), (C, H, W) or (H, W, C) → a normalised (1, H, W, C) float32 batch."""
-    x = np.asarray(image, np.float32)
-    if x.ndim == 2:
-        x = x[..., None]
-    elif x.ndim == 3 and x.shape[0] == channels and x.shape[-1] != channels:
-        x = np.moveaxis(x, 0, -1)
-    if x.ndim != 3 or x.shape[-1] != channels:
-        raise SystemExit(f"the model takes {channels} channel(s); got an image of shape {np.shape(image)}")
-    return normalize(x, norm)[None]
-
-
-def to_uint16(y: np.ndarray, norm: dict) -> np.ndarray:
-    """The output as 16-bit: min-max stretched (``minmax``/``percentile``), or x 65535 (``divide65535``)."""
-    if norm["mode"] != "divide65535":
-        y = normalize(y, {"mode": "minmax", "eps": 1e-12})
-    return np.round(np.clip(y, 0.0, 1.0) * 65535).astype(np.uint16)
 
 
 def predict(interpreter: Interpreter, image: np.ndarray, norm: dict | None = None) -> np.ndarray:
