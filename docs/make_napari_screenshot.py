@@ -30,7 +30,7 @@ def main() -> int:
         DfcanWidget,  # sets the LLVM-free software OpenGL before the canvas exists
     )
 
-    cell = simulate_cell("Microtubules", size=128, levels=1, seed=3)
+    cell = simulate_cell("Microtubules", size=128, n_levels=1, seed=3)
     wf = cell.raw[0].astype(np.float32).sum(axis=0)
     viewer = napari.Viewer(show=False)
     viewer.window.resize(1400, 850)

@@ -64,7 +64,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     root = tmp_path_factory.mktemp("biosr") / "test"
-    simulate_dataset(root, specimens=",".join(SPECIMENS), cells="1-2", levels=len(LEVELS), size=64, progress=False)
+    simulate_dataset(root, specimens=",".join(SPECIMENS), cells="1-2", n_levels=len(LEVELS), size=64, progress=False)
     return root
 
 

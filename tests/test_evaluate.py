@@ -34,7 +34,7 @@ def _run(path: Path, channels: int, scale: int = 2) -> Path:
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     root = tmp_path_factory.mktemp("biosr")
-    simulate_dataset(root, specimens="Microtubules,ER", cells="36-37", levels=3, size=64, progress=False)
+    simulate_dataset(root, specimens="Microtubules,ER", cells="36-37", n_levels=3, size=64, progress=False)
     return root
 
 

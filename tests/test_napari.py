@@ -196,7 +196,7 @@ def test_widget_sim_stack_with_reconstruction(make_napari_viewer, qtbot, sim_run
     from dfcan_tf.sim import reconstruct_linear
 
     viewer, widget = _widget(make_napari_viewer, qtbot, sim_run)
-    cell = simulate_cell("Microtubules", size=48, levels=1, seed=4)
+    cell = simulate_cell("Microtubules", size=48, n_levels=1, seed=4)
     frames = cell.raw_gt
     assert frames.shape[0] == 9
     viewer.add_image(frames, name="raw", scale=(1.0, 0.0626, 0.0626))

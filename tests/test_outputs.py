@@ -57,7 +57,7 @@ def run_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     root = tmp_path_factory.mktemp("data") / "biosr"
-    simulate_dataset(root, specimens="Microtubules", cells="36-37", levels=2, size=32, progress=False)
+    simulate_dataset(root, specimens="Microtubules", cells="36-37", n_levels=2, size=32, progress=False)
     return root
 
 

@@ -36,7 +36,7 @@ def clean_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("clean")
     for sp in ("CCPs", "Microtubules", "ER", "F-actin"):
         for cell in (1, 2, 3):
-            c = simulate_cell(sp, size=SIZE, levels=1, seed=cell)
+            c = simulate_cell(sp, size=SIZE, n_levels=1, seed=cell)
             _write_cell(root / sp / f"Cell_{cell:03d}", c.clean_frames, c.gt_clean)
     return root
 

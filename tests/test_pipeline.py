@@ -17,7 +17,7 @@ from dfcan_tf.errors import DfcanError
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     root = tmp_path_factory.mktemp("pipe")
-    simulate_dataset(root / "data", specimens=["F-actin"], cells=2, levels=2, size=48, seed=2, progress=False)
+    simulate_dataset(root / "data", specimens=["F-actin"], cells=2, n_levels=2, size=48, seed=2, progress=False)
     make_patches(root / "data", root / "patches", patch_size=16, n_train=12, n_val=6, seed=0, progress=False)
     return root / "patches"
 
@@ -142,7 +142,7 @@ def test_benchmark_data_cli_prints_patches_per_second(capsys):
 
 def test_nonlinear_sim_end_to_end(tmp_path):
     """F-actin_Nonlinear: 25 frames in, 3× GT out, through simulate → patches → pipeline."""
-    simulate_dataset(tmp_path / "data", specimens=["F-actin_Nonlinear"], cells=2, levels=1, size=48, seed=4,
+    simulate_dataset(tmp_path / "data", specimens=["F-actin_Nonlinear"], cells=2, n_levels=1, size=48, seed=4,
                      progress=False)
     m = make_patches(tmp_path / "data", tmp_path / "p", patch_size=16, n_train=4, n_val=2, progress=False)
     assert m["scale"] == 3 and m["frames"] == 25

@@ -31,7 +31,7 @@ from dfcan_tf.evaluation.qc import (
 
 @pytest.fixture(scope="module")
 def cells():
-    return {s: simulate_cell(s, size=64, levels=9, seed=3) for s in ("Microtubules", "CCPs")}
+    return {s: simulate_cell(s, size=64, n_levels=9, seed=3) for s in ("Microtubules", "CCPs")}
 
 
 def _border_mask(shape, result, scale=2):
@@ -151,7 +151,7 @@ def test_sim_frames_calibrated(cells):
         assert r.z_frames.shape == (9, 64, 64) and len(ratios) == 9
         assert abs(r.scores["frames"]["rms_ratio"] - 1.0) < 0.1 and np.all(np.abs(ratios - 1.0) < 0.1), ratios
         assert len(r.params["sim_parameters"]["orientations"]) == 3
-    nl = simulate_cell("F-actin_Nonlinear", size=48, levels=2, seed=3)
+    nl = simulate_cell("F-actin_Nonlinear", size=48, n_levels=2, seed=3)
     r = forward_consistency(nl.gt_clean, nl.raw[1], scale=3)
     assert r.z_frames.shape == (25, 48, 48)
     assert abs(r.scores["rms_ratio"] - 1.0) < 0.1 and abs(r.scores["frames"]["rms_ratio"] - 1.0) < 0.1

@@ -29,12 +29,12 @@ OPTICS = dict(na=1.3, emission_nm=525.0)
 
 @pytest.fixture(scope="module")
 def linear_cell():
-    return simulate_cell("Microtubules", size=128, levels=2, seed=3)
+    return simulate_cell("Microtubules", size=128, n_levels=2, seed=3)
 
 
 @pytest.fixture(scope="module")
 def nonlinear_cell():
-    return simulate_cell("F-actin_Nonlinear", size=96, levels=2, seed=5)
+    return simulate_cell("F-actin_Nonlinear", size=96, n_levels=2, seed=5)
 
 
 def _errors(est: SIMParameters, params: dict) -> tuple[float, float, float]:
@@ -131,7 +131,7 @@ def _run(argv):
 
 def test_cli_biosr_folder(tmp_path):
     data = tmp_path / "data"
-    simulate_dataset(data, specimens="CCPs", cells=1, levels=1, size=64, progress=False)
+    simulate_dataset(data, specimens="CCPs", cells=1, n_levels=1, size=64, progress=False)
     before = _hashes(data)
     out = tmp_path / "out"
     assert _run([str(data), "-o", str(out), "--no-progress"]) == 0

@@ -28,13 +28,13 @@ FC = detection_cutoff(1.3, 525.0)
 
 @pytest.fixture(scope="module", params=["Microtubules", "F-actin_Nonlinear"])
 def cell(request):
-    return simulate_cell(request.param, size=64, levels=9, seed=7)
+    return simulate_cell(request.param, size=64, n_levels=9, seed=7)
 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     root = tmp_path_factory.mktemp("biosr")
-    simulate_dataset(root, specimens=SPECIMENS, cells=2, levels=3, size=48, seed=1, progress=False)
+    simulate_dataset(root, specimens=SPECIMENS, cells=2, n_levels=3, size=48, seed=1, progress=False)
     return root
 
 
@@ -129,7 +129,7 @@ def test_psnr_rises_with_signal_level(cell):
 
 
 def test_noise_statistics_match_the_camera_model():
-    c = simulate_cell("Microtubules", size=64, levels=2, seed=3, photons=(50, 200))
+    c = simulate_cell("Microtubules", size=64, n_levels=2, seed=3, photons=(50, 200))
     mean = c.params["camera"]["offset_adu"] + c.signal_scale[1] * c.clean_frames + c.background[1]
     resid = c.raw[1].astype(np.float64) - mean
     # Poisson + read noise: standardised residuals have unit variance and zero mean
@@ -138,9 +138,9 @@ def test_noise_statistics_match_the_camera_model():
 
 
 def test_same_seed_same_data_other_seed_other_data():
-    a = simulate_cell("CCPs", size=32, levels=2, seed=5)
-    b = simulate_cell("CCPs", size=32, levels=2, seed=5)
-    c = simulate_cell("CCPs", size=32, levels=2, seed=6)
+    a = simulate_cell("CCPs", size=32, n_levels=2, seed=5)
+    b = simulate_cell("CCPs", size=32, n_levels=2, seed=5)
+    c = simulate_cell("CCPs", size=32, n_levels=2, seed=6)
     np.testing.assert_array_equal(a.raw, b.raw)
     assert not np.array_equal(a.structure, c.structure)
 
@@ -199,7 +199,7 @@ def test_discovery_errors(tmp_path, dataset):
 
 def test_cli_simulate(tmp_path):
     out = tmp_path / "sim"
-    argv = ["simulate", str(out), "--specimens", "CCPs,F-actin", "--cells", "1", "--levels", "2",
+    argv = ["simulate", str(out), "--specimens", "CCPs,F-actin", "--cells", "1", "--levels", "1-2",
             "--size", "32", "--no-progress"]
     assert main(argv) == 0
     assert len(discover(out)) == 4

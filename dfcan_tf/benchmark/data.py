@@ -41,7 +41,7 @@ def benchmark_data(args: argparse.Namespace, sgemm: float) -> dict:
     results: dict = {}
     with tempfile.TemporaryDirectory(prefix="dfcan-bench-data-") as tmp:
         t0 = time.perf_counter()
-        simulate_dataset(Path(tmp) / "data", specimens=["Microtubules"], cells=3, levels=2, size=size,
+        simulate_dataset(Path(tmp) / "data", specimens=["Microtubules"], cells=3, n_levels=2, size=size,
                          seed=0, progress=False)
         make_patches(Path(tmp) / "data", Path(tmp) / "patches", patch_size=patch, n_train=n_patches, n_val=8,
                      val_cells="1", progress=False)

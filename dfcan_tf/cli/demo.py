@@ -40,16 +40,20 @@ def check_output(out: str | Path, run_dir: str | Path) -> None:
         if marker is None or marker.get("command") != "demo":
             what = "no dfcan output marker" if marker is None else f"the output of 'dfcan {marker.get('command')}'"
             raise DfcanError(f"{out} is not empty and was not written by 'dfcan demo' ({what}); "
-                             "give --out a new or empty folder (or a previous demo output)")
+                             "give -o/--output a new or empty folder (or a previous demo output)")
     safety.check_output_dir(out, command="demo", overwrite=True, inputs=[run_dir], flag="output folder")
 
 
 def run_demo(out_dir: str | Path = "demo_output", *, run_dir: str | Path = DEFAULT_RUN, cells: int = 2,
-             size: int = 128, levels: int = 9, seed: int = 2026, progress: bool = True) -> dict:
-    """Run the end-to-end demo into ``out_dir``; return the headline numbers."""
+             size: int = 128, seed: int = 2026, progress: bool = True) -> dict:
+    """Run the end-to-end demo into ``out_dir``; return the headline numbers.
+
+    The test cells get all :data:`~dfcan_tf.data.simulate.N_LEVELS` signal levels; the wide-field TIFF
+    of step 4 is the highest level of the first cell.
+    """
     from dfcan_tf.data.files import read_image, write_tiff
     from dfcan_tf.data.normalize import Normalizer
-    from dfcan_tf.data.simulate import RAW_PIXEL_NM, simulate_dataset
+    from dfcan_tf.data.simulate import N_LEVELS, RAW_PIXEL_NM, simulate_dataset
     from dfcan_tf.evaluation.evaluate import evaluate_run
     from dfcan_tf.export.run import export_run
     from dfcan_tf.inference.backends import load_backend
@@ -65,10 +69,10 @@ def run_demo(out_dir: str | Path = "demo_output", *, run_dir: str | Path = DEFAU
     safety.write_marker(out, "demo")
     t0 = time.perf_counter()
 
-    print(f"[1/5] simulating {cells} microtubule test cells ({size}×{size} raw, {levels} signal levels)")
+    print(f"[1/5] simulating {cells} microtubule test cells ({size}×{size} raw, {N_LEVELS} signal levels)")
     data = out / "data"
-    simulate_dataset(data, specimens=["Microtubules"], cells=f"36-{35 + cells}", levels=levels,
-                     size=size, seed=seed, overwrite=True, progress=progress)
+    simulate_dataset(data, specimens=["Microtubules"], cells=f"36-{35 + cells}", size=size, seed=seed,
+                     overwrite=True, progress=progress)
 
     print(f"[2/5] loading {run_dir}")
     run = load_run(run_dir, spectrum="dft")  # the inference form, as `dfcan predict` uses
@@ -88,7 +92,7 @@ def run_demo(out_dir: str | Path = "demo_output", *, run_dir: str | Path = DEFAU
     print(f"      per-record metrics: {result.csv_path}; curves: {', '.join(str(p) for p in result.plots)}")
 
     print("[4/5] super-resolving a wide-field TIFF")
-    raw, _ = read_image(data / "Microtubules" / "Cell_036" / f"RawSIMData_level_{levels:02d}.mrc")
+    raw, _ = read_image(data / "Microtubules" / "Cell_036" / f"RawSIMData_level_{N_LEVELS:02d}.mrc")
     wf_path = out / "input" / "Cell_036_wf.tif"
     wf = raw.astype(np.float32).sum(axis=0)
     write_tiff(wf_path, np.clip(wf, 0, 65535).astype(np.uint16), pixel_size_nm=RAW_PIXEL_NM)
@@ -113,14 +117,17 @@ def run_demo(out_dir: str | Path = "demo_output", *, run_dir: str | Path = DEFAU
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the ``dfcan demo`` flags on ``parser``."""
-    parser.add_argument("--out", default="demo_output", help="output folder (default: demo_output)")
-    parser.add_argument("--run", default=str(DEFAULT_RUN), help="run folder to demonstrate (default: shipped weights)")
-    parser.add_argument("--cells", type=int, default=2, help="simulated test cells (default: 2)")
-    parser.add_argument("--size", type=int, default=128, help="raw image side in pixels (default: 128)")
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("-o", "--output", default="demo_output",
+                        help="output folder: new, empty, or a previous demo output (replaced)")
+    parser.add_argument("--out", dest="output", default=argparse.SUPPRESS, help=argparse.SUPPRESS)  # old spelling
+    parser.add_argument("--run", default=str(DEFAULT_RUN),
+                        help="run folder to demonstrate (default: the shipped weights, weights/dfcan_sisr_mt_x2)")
+    parser.add_argument("--cells", type=int, default=2, help="simulated test cells")
+    parser.add_argument("--size", type=int, default=128, help="raw image side in pixels")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def run_from_args(args: argparse.Namespace) -> int:
     """Run ``dfcan demo`` with parsed ``args``; return the exit status."""
-    run_demo(args.out, run_dir=args.run, cells=args.cells, size=args.size, progress=not args.no_progress)
+    run_demo(args.output, run_dir=args.run, cells=args.cells, size=args.size, progress=not args.no_progress)
     return 0

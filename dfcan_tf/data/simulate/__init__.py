@@ -28,7 +28,8 @@ from dfcan_tf.data.simulate.optics import (
 )
 from dfcan_tf.data.simulate.structures import NONLINEAR, SPECIMENS, render_structure
 
-_DATASET_NAMES = ("SimulatedCell", "check_output", "level_photons", "simulate_cell", "simulate_dataset", "write_cell")
+_DATASET_NAMES = ("N_LEVELS", "SimulatedCell", "check_output", "level_photons", "select_levels", "simulate_cell",
+                  "simulate_dataset", "write_cell")
 
 __all__ = [
     "NONLINEAR",

@@ -18,8 +18,10 @@ trained here face the same problem as on BioSR:
    structure imaged with an OTF of scale × the detection support (2× for
    linear, 3× for nonlinear SIM) at high photon counts on the fine grid.
 3. **Camera**: per signal level a mean photon count (geometric from 15 to 600
-   over the foreground, level 1 lowest), out-of-focus background, Poisson shot
-   noise, Gaussian read noise, camera offset, 16-bit.
+   over the foreground across ``n_levels`` = 9 levels, level 1 lowest),
+   out-of-focus background, Poisson shot noise, Gaussian read noise, camera
+   offset, 16-bit. ``levels`` selects which of the levels are written (all by
+   default); a level's photon count and noise do not depend on that choice.
 
 Everything runs on numpy/scipy FFTs on a field padded by a margin that is
 cropped away, so circular convolution never wraps structure across the edges.
@@ -52,7 +54,10 @@ from dfcan_tf.data.simulate.optics import (
 from dfcan_tf.data.simulate.structures import NONLINEAR, SPECIMENS, render_structure
 from dfcan_tf.errors import DfcanError
 
-__all__ = ["SimulatedCell", "check_output", "level_photons", "simulate_cell", "simulate_dataset", "write_cell"]
+__all__ = ["N_LEVELS", "SimulatedCell", "check_output", "level_photons", "select_levels", "simulate_cell",
+           "simulate_dataset", "write_cell"]
+
+N_LEVELS = 9  # signal levels the photon range is divided into (BioSR's linear-SIM specimens have 9)
 
 
 # ----------------------------------------------------------------- one cell
@@ -67,7 +72,8 @@ class SimulatedCell:
     clean_frames
         (frames, N, N) noise-free raw SIM frames (relative units).
     raw
-        (levels, frames, N, N) uint16 noisy raw stacks, level 1 first.
+        (len(levels), frames, N, N) uint16 noisy raw stacks, one per selected
+        level, lowest first.
     raw_gt
         (frames, N, N) uint16 high-SNR raw stack (BioSR's RawSIMData_gt).
     gt, gt_clean
@@ -75,11 +81,13 @@ class SimulatedCell:
     wf_clean
         (N, N) noise-free WF (sum of the clean frames).
     signal_scale, background
-        Per level: photo-electrons per clean unit, and background photons per
+        Per selected level: photo-electrons per clean unit, and background photons per
         pixel per frame, so that ``E[raw] = offset + gain·(signal_scale·clean
         + background)``.
     params
         JSON-able description of everything above.
+    levels
+        The level numbers of ``raw`` (1 = lowest signal of ``n_levels``).
     """
 
     specimen: str
@@ -94,17 +102,49 @@ class SimulatedCell:
     signal_scale: np.ndarray
     background: np.ndarray
     params: dict = field(default_factory=dict)
+    levels: list[int] = field(default_factory=list)
 
     @property
     def wf(self) -> np.ndarray:
-        """(levels, N, N) float32 WF images: the sum of each level's raw frames."""
+        """(len(levels), N, N) float32 WF images: the sum of each level's raw frames."""
         return self.raw.astype(np.float32).sum(axis=1)
 
 
-def level_photons(levels: int, photons: tuple[float, float] = (15.0, 600.0)) -> np.ndarray:
-    """Mean foreground photons per raw pixel per frame of each level (geometric, level 1 lowest)."""
+def level_photons(n_levels: int = N_LEVELS, photons: tuple[float, float] = (15.0, 600.0)) -> np.ndarray:
+    """Mean foreground photons per raw pixel per frame of levels 1..n_levels (geometric, level 1 lowest)."""
     lo, hi = photons
-    return np.geomspace(lo, hi, levels) if levels > 1 else np.array([hi], float)
+    return np.geomspace(lo, hi, n_levels) if n_levels > 1 else np.array([hi], float)
+
+
+def select_levels(levels, n_levels: int = N_LEVELS) -> list[int]:
+    """The level numbers ``levels`` selects out of 1..``n_levels``, sorted.
+
+    ``levels`` is ``None`` (all), a level number, an iterable of numbers or a
+    string like ``"9"``, ``"1-3"`` or ``"1,3,5"`` (as ``dfcan evaluate --levels``).
+
+    Raises
+    ------
+    DfcanError
+        A malformed selection, or a level outside 1..``n_levels``.
+    """
+    from dfcan_tf.data.biosr import parse_cells
+
+    if not isinstance(n_levels, (int, np.integer)) or not 1 <= n_levels <= 99:
+        raise DfcanError(f"n_levels must be between 1 and 99. Received: n_levels={n_levels!r}")
+    if levels is None:
+        return list(range(1, int(n_levels) + 1))
+    try:
+        chosen = parse_cells(int(levels) if isinstance(levels, np.integer) else levels)
+    except (DfcanError, TypeError, ValueError):
+        raise DfcanError(f"levels must be level numbers and ranges like '9', '1-3' or '1,3,5'. "
+                         f"Received: {levels!r}") from None
+    if not chosen:
+        raise DfcanError(f"levels selects no level. Received: {levels!r}")
+    bad = [v for v in chosen if not 1 <= v <= n_levels]
+    if bad:
+        raise DfcanError(f"level {bad[0]} is outside 1-{n_levels}: the photon range is divided into "
+                         f"n_levels={n_levels} levels (--n-levels), level 1 lowest. Received: levels={levels!r}")
+    return chosen
 
 
 def _camera(rng, expected, gain, read_noise, offset) -> np.ndarray:
@@ -116,7 +156,8 @@ def simulate_cell(
     specimen: str,
     *,
     size: int = 128,
-    levels: int = 9,
+    levels: int | str | list[int] | None = None,
+    n_levels: int = N_LEVELS,
     seed: int | np.random.SeedSequence = 0,
     photons: tuple[float, float] = (15.0, 600.0),
     background: float = 0.1,
@@ -132,7 +173,7 @@ def simulate_cell(
     pattern_ratio: float = 0.9,
     harmonic: float = 0.35,
 ) -> SimulatedCell:
-    """Simulate one cell: structure, raw SIM stacks at every signal level, WF and GT-SIM.
+    """Simulate one cell: structure, raw SIM stacks at the selected signal levels, WF and GT-SIM.
 
     Parameters
     ----------
@@ -142,12 +183,16 @@ def simulate_cell(
     size
         Raw image side N in pixels (even, ≥ 32). GT side is scale·N.
     levels
-        Number of signal levels (photon counts geometric over ``photons``).
+        Which signal levels to simulate (:func:`select_levels`; default all).
+    n_levels
+        Levels the photon range is divided into (geometric over ``photons``):
+        level L always gets the same photon count and noise, whichever levels
+        are selected.
     seed
         Seed (or SeedSequence) of every random choice.
     photons
         Mean signal photons per raw pixel per frame over the foreground at
-        level 1 and at the last level.
+        level 1 and at level ``n_levels``.
     background
         Out-of-focus background per pixel, as a fraction of the level's photons.
     read_noise, offset, gain
@@ -164,7 +209,8 @@ def simulate_cell(
     -------
     SimulatedCell
     """
-    _check_sizes(size, levels, photons)
+    _check_sizes(size, photons)
+    chosen = select_levels(levels, n_levels)
     rng = np.random.default_rng(seed)
     nonlinear = specimen == NONLINEAR
     scale = 3 if nonlinear else 2
@@ -200,12 +246,16 @@ def simulate_cell(
     # Photon budget: "photons" is the mean over the foreground (where the cell's signal is).
     fg = wf_clean > 0.2 * np.percentile(wf_clean, 99)
     mean_fg = float(frames[:, fg].mean())
-    photons_per_level = level_photons(levels, photons)
+    idx = [lv - 1 for lv in chosen]
+    photons_per_level = level_photons(n_levels, photons)
     signal_scale = photons_per_level / mean_fg
     bg = background * photons_per_level
-    raw = np.empty((levels, len(frames), size, size), np.uint16)
-    for i in range(levels):
-        raw[i] = _camera(rng, signal_scale[i] * frames + bg[i], gain, read_noise, offset)
+    raw = np.empty((len(chosen), len(frames), size, size), np.uint16)
+    # Every level draws its noise in turn, kept or not: a level's data do not depend on the selection.
+    for i in range(n_levels):
+        stack = _camera(rng, signal_scale[i] * frames + bg[i], gain, read_noise, offset)
+        if i in idx:
+            raw[idx.index(i)] = stack
     raw_gt = _camera(rng, raw_gt_photons / mean_fg * frames + background * raw_gt_photons, gain, read_noise, offset)
     gt_fg = gt_clean > 0.2 * np.percentile(gt_clean, 99)
     gt_scale = gt_photons / float(gt_clean[gt_fg].mean())
@@ -231,22 +281,22 @@ def simulate_cell(
         "gt_photons": gt_photons,
         "raw_gt_photons": raw_gt_photons,
         "camera": {"offset_adu": offset, "read_noise_e": read_noise, "gain_adu_per_e": gain},
+        "n_levels": int(n_levels),
+        "photons_range": [float(photons[0]), float(photons[1])],
         "levels": [
             {"level": i + 1, "photons": float(photons_per_level[i]), "background_photons": float(bg[i]),
              "signal_scale": float(signal_scale[i])}
-            for i in range(levels)
+            for i in idx
         ],
         "structure": info,
     }
     return SimulatedCell(specimen, scale, structure, frames.astype(np.float32), raw, raw_gt, gt, gt_clean,
-                         wf_clean.astype(np.float32), signal_scale, bg, params)
+                         wf_clean.astype(np.float32), signal_scale[idx], bg[idx], params, chosen)
 
 
-def _check_sizes(size: int, levels: int, photons: tuple[float, float]) -> None:
+def _check_sizes(size: int, photons: tuple[float, float]) -> None:
     if not isinstance(size, (int, np.integer)) or size < 32 or size % 2:
         raise DfcanError(f"size must be an even number of raw pixels ≥ 32. Received: size={size!r}")
-    if not isinstance(levels, (int, np.integer)) or not 1 <= levels <= 99:
-        raise DfcanError(f"levels must be between 1 and 99. Received: levels={levels!r}")
     lo, hi = photons
     if not 0 < lo <= hi:
         raise DfcanError(f"photons must be 0 < low ≤ high. Received: photons={photons!r}")
@@ -268,12 +318,13 @@ def write_cell(cell: SimulatedCell, cell_dir: str | os.PathLike) -> list[Path]:
     raw_kw = {"pixel_size_nm": p["raw_pixel_nm"], "wavelength_nm": p["emission_nm"], "mode": 6}
     gt_kw = {"pixel_size_nm": p["gt_pixel_nm"], "wavelength_nm": p["emission_nm"], "mode": 6}
     written = []
+    numbers = cell.levels or list(range(1, len(cell.raw) + 1))
     if cell.specimen == "ER":
-        for i, stack in enumerate(cell.raw, start=1):
+        for i, stack in zip(numbers, cell.raw):
             written.append(write_mrc(cell_dir / "RawSIMData" / f"RawSIMData_level_{i:02d}.mrc", stack, **raw_kw))
             written.append(write_mrc(cell_dir / "GTSIM" / f"GTSIM_level_{i:02d}.mrc", cell.gt, **gt_kw))
     else:
-        for i, stack in enumerate(cell.raw, start=1):
+        for i, stack in zip(numbers, cell.raw):
             written.append(write_mrc(cell_dir / f"RawSIMData_level_{i:02d}.mrc", stack, **raw_kw))
         written.append(write_mrc(cell_dir / "RawSIMData_gt.mrc", cell.raw_gt, **raw_kw))
         if cell.specimen == NONLINEAR:
@@ -354,7 +405,8 @@ def simulate_dataset(
     *,
     specimens=None,
     cells: int | str = 4,
-    levels: int = 9,
+    levels: int | str | list[int] | None = None,
+    n_levels: int = N_LEVELS,
     size: int = 128,
     seed: int = 0,
     overwrite: bool = False,
@@ -372,8 +424,12 @@ def simulate_dataset(
     cells
         Number of cells per specimen (numbered from 1) or a selection such as
         ``"36-50"`` (to add a test set with other cell numbers).
-    levels, size
-        Signal levels and raw image side (pixels).
+    levels, n_levels
+        Which signal levels to write (``None``: all; ``9``, ``"1-3"``,
+        ``"1,3,5"``) out of the ``n_levels`` the photon range is divided into
+        (:func:`simulate_cell`).
+    size
+        Raw image side (pixels).
     seed
         Master seed; each (specimen, cell) draws from its own child seed, so a
         cell's data do not depend on which other cells are simulated.
@@ -411,7 +467,8 @@ def simulate_dataset(
         cell_ids = parse_cells(cells) or []
         if not cell_ids or min(cell_ids) < 1:
             raise DfcanError(f"cells must select cell numbers ≥ 1. Received: cells={cells!r}")
-    _check_sizes(size, levels, cell_kwargs.get("photons", (15.0, 600.0)))
+    _check_sizes(size, cell_kwargs.get("photons", (15.0, 600.0)))
+    select_levels(levels, n_levels)  # a bad selection fails before anything is written
     out_dir = Path(out_dir)
     jobs = [(s, c, out_dir / s / f"Cell_{c:03d}") for s in names for c in cell_ids]
     check_output(out_dir, [d for _, _, d in jobs], overwrite=overwrite)
@@ -421,7 +478,7 @@ def simulate_dataset(
     written = []
     for specimen, cell, cell_dir in tqdm(jobs, desc="simulate", unit="cell", disable=not progress):
         ss = np.random.SeedSequence([int(seed), SPECIMENS.index(specimen), cell])
-        sim = simulate_cell(specimen, size=size, levels=levels, seed=ss, **cell_kwargs)
+        sim = simulate_cell(specimen, size=size, levels=levels, n_levels=n_levels, seed=ss, **cell_kwargs)
         sim.params.update({"cell": cell, "seed": int(seed)})
         _write_cell_atomic(sim, cell_dir)
         written.append(cell_dir)
