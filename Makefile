@@ -10,7 +10,7 @@ export PYTHONHASHSEED := 0
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -e ".[test,napari]"
+	$(BIN)/python -m pip install --quiet -e ".[cpu,test,napari]"
 	touch $(STAMP)
 
 # The napari widget test (tests/test_napari.py) needs an X server and Qt's xcb libraries (docs/napari.md).
