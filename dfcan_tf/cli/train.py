@@ -9,12 +9,19 @@ batch and steps come from the flags either way. ``--mode dfgan`` trains
 DFCAN's generator adversarially. The architecture flags (``--width`` …) apply
 to the DFCAN family; ``--net KEY=VALUE`` sets any field of any network's
 configuration. TensorFlow is imported only when the command runs.
+
+On a patch folder ``dfcan patches`` wrote, the patch size and the input pixel
+size default to what its ``patches.json`` records (``folder_settings``): a
+``--patch-size`` larger than the folder's patches, or a ``--pixel-size-nm`` more
+than 10 % off the folder's, is refused; a smaller patch size (random crops of
+the patches) is accepted with a note (``docs/own-data.md#training-on-your-own-pairs``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from dfcan_tf.errors import DfcanError
 
@@ -25,6 +32,28 @@ DFCAN_FAMILY = ("dfcan", "dfgan_generator")
 ARCHITECTURE_FLAGS = ("architecture", "width", "n_groups", "n_blocks", "size_psc", "reduction", "gamma", "net")
 NET_FLAGS = ("width", "n_groups", "n_blocks", "size_psc", "reduction", "gamma")
 RESUME_FLAGS = ("resume", "data", "steps", "strategy", "no_progress")
+PIXEL_TOLERANCE = 0.10  # an explicit --pixel-size-nm may differ this much from the patch folder's
+NET_HELP = {
+    "width": "feature channels",
+    "n-groups": "residual groups",
+    "n-blocks": "Fourier channel-attention blocks per group",
+    "size-psc": "side of the resized power spectrum in the attention",
+    "reduction": "channel-attention reduction ratio",
+}
+RECIPE_HELP = {
+    "steps": "training iterations",
+    "batch-size": "global batch (split across replicas)",
+    "patch-size": "input patch side in pixels; from the patch folder's patches.json when not given, else 128",
+    "lr": "learning rate of the network (DFGAN: generator)",
+    "d-lr": "DFGAN: discriminator learning rate",
+    "validate-every": "validation period in iterations",
+    "validate-patches": "maximum number of validation patches used",
+    "sample-every": "period of the sample figure in iterations",
+    "log-every": "period of the TensorBoard training-loss scalars in iterations",
+    "plateau-patience": "validations without improvement before the learning rate halves",
+    "seed": "seed of the initial weights and of the order of training patches",
+    "g-updates": "DFGAN: generator updates per iteration",
+}
 
 __all__ = ["add_arguments", "config_from_args", "run_from_args"]
 
@@ -38,7 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     where.add_argument("--run", help="new run folder to create")
     where.add_argument("--resume", metavar="RUN", help="continue RUN from its last checkpoint")
     parser.add_argument("--mode", choices=["dfcan", "dfgan"], default=None,
-                        help="default: dfcan; dfgan trains DFCAN's generator adversarially")
+                        help="dfcan (when not given) trains one network; dfgan trains DFCAN's generator adversarially")
     parser.add_argument("--architecture", default=None, metavar="NAME",
                         help="registered network to train (see dfcan info); default: dfcan")
     parser.add_argument("--recipe", choices=["own", "dfcan"], default=None,
@@ -50,17 +79,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="TrainConfig JSON (TrainConfig.to_dict()); flags given override it")
     parser.add_argument("--task", choices=["sisr", "sim"], default=None,
                         help="patch folders: wide-field input (training_wf/) or SIM frames (training/); default: sisr")
-    parser.add_argument("--normalization", choices=NORMALIZATIONS, default=None, help="default: minmax")
-    parser.add_argument("--pixel-size-nm", type=float, default=None, help="input pixel size, recorded in the run")
+    parser.add_argument("--normalization", choices=NORMALIZATIONS, default=None,
+                        help="per-patch intensity normalisation; minmax when not given")
+    parser.add_argument("--pixel-size-nm", type=float, default=None,
+                        help="input pixel size, recorded in the run for prediction; from the patch folder's "
+                             "patches.json when not given")
     g = parser.add_argument_group("network, DFCAN family only (defaults: the paper's for --mode)")
-    for name in ("width", "n-groups", "n-blocks", "size-psc", "reduction"):
-        g.add_argument(f"--{name}", type=int, default=None)
-    g.add_argument("--gamma", type=float, default=None)
+    for name, text in NET_HELP.items():
+        g.add_argument(f"--{name}", type=int, default=None, help=text)
+    g.add_argument("--gamma", type=float, default=None, help="gamma of the power spectrum in the attention")
     t = parser.add_argument_group("recipe (defaults: the paper's for --mode)")
     for name, typ in (("steps", int), ("batch-size", int), ("patch-size", int), ("lr", float), ("d-lr", float),
                       ("validate-every", int), ("validate-patches", int), ("sample-every", int),
                       ("log-every", int), ("plateau-patience", int), ("seed", int), ("g-updates", int)):
-        t.add_argument(f"--{name}", type=typ, default=None)
+        t.add_argument(f"--{name}", type=typ, default=None, help=RECIPE_HELP[name])
     t.add_argument("--init-generator", help="DFGAN: run folder or weights of a DFCAN-shaped net to start from")
     t.add_argument("--strided-discriminator", action="store_true",
                    help="DFGAN: the cheaper discriminator variant striding each block by 2 (not the paper's)")
@@ -105,10 +137,69 @@ def _model_config(args: argparse.Namespace):
     return registry.make_config(name, channels, scale)
 
 
+def folder_settings(args: argparse.Namespace) -> tuple[dict, list[str]]:
+    """Patch size and input pixel size for a new run: the flags, else what the patch folder records.
+
+    A ``--config`` file's ``patch_size`` counts as given. The
+    folder's values come from its ``patches.json``
+    (:func:`dfcan_tf.training.sources.folder_manifest`); a folder without one
+    (or an ``.npz``) leaves both to the flags (patch size: the recipe's 128).
+
+    Returns
+    -------
+    settings : dict
+        ``patch_size`` (None: the recipe's) and ``pixel_size_nm`` (None: unknown).
+    notes : list of str
+        What was taken from the folder, for the user.
+
+    Raises
+    ------
+    DfcanError
+        ``--patch-size`` larger than the folder's patches, or ``--pixel-size-nm``
+        more than 10 % off the folder's.
+    """
+    from dfcan_tf.config import load_json
+    from dfcan_tf.training.sources import folder_manifest
+
+    found = folder_manifest(args.data) if args.data else {}
+    where = found.get("path")
+    patch = args.patch_size
+    if patch is None and args.config:
+        doc = load_json(args.config)
+        patch = doc.get("patch_size") if isinstance(doc, dict) else None
+    flag = "--patch-size" if args.patch_size is not None else f"--config {args.config}: patch_size"
+    notes = []
+    if "patch_size" in found:
+        folder_patch = found["patch_size"]
+        if patch is None:
+            patch = folder_patch
+            notes.append(f"patch size {patch} px (from {where})")
+        elif patch > folder_patch:
+            raise DfcanError(f"{flag} {patch} is larger than the {folder_patch}-px patches of {args.data} ({where}); "
+                             f"give at most {folder_patch}, or cut larger patches with dfcan patches --patch-size")
+        elif patch < folder_patch:
+            notes.append(f"training on random {patch}-px crops of the {folder_patch}-px patches of {args.data}")
+    pixel = args.pixel_size_nm
+    if pixel is not None and not pixel > 0:
+        raise DfcanError(f"--pixel-size-nm must be a positive number. Received: --pixel-size-nm {pixel}")
+    folder_px = found.get("pixel_size_nm")
+    if folder_px:
+        if pixel is None:
+            pixel = folder_px
+            notes.append(f"input pixel size {pixel:.4g} nm (from {where})")
+        elif abs(pixel / folder_px - 1) > PIXEL_TOLERANCE:
+            raise DfcanError(f"--pixel-size-nm {pixel:g} differs by {abs(pixel / folder_px - 1):.0%} from the input "
+                             f"pixel size {folder_px:.4g} nm the patches of {args.data} were cut at ({where}); "
+                             "drop the flag, or cut patches from images of that pixel size")
+    return {"patch_size": patch, "pixel_size_nm": pixel}, notes
+
+
 def config_from_args(args: argparse.Namespace):
     """The :class:`~dfcan_tf.training.config.TrainConfig` ``dfcan train`` flags describe.
 
-    The data's shape gives the network's input channels and scale.
+    The data's shape gives the network's input channels and scale; a patch
+    folder's ``patches.json`` the patch size when neither ``--patch-size`` nor
+    the ``--config`` file gives one (:func:`folder_settings`).
     """
     from dfcan_tf.config import load_json
     from dfcan_tf.nets.discriminators import DiscriminatorConfig
@@ -132,9 +223,12 @@ def config_from_args(args: argparse.Namespace):
         model = base.model.replace(**net) if net else base.model
     except (DfcanError, TypeError) as exc:
         raise DfcanError(f"--net: {exc}") from None
-    changes = {k: getattr(args, k) for k in ("steps", "batch_size", "patch_size", "lr", "d_lr", "validate_every",
+    changes = {k: getattr(args, k) for k in ("steps", "batch_size", "lr", "d_lr", "validate_every",
                                              "validate_patches", "sample_every", "log_every", "plateau_patience",
                                              "seed", "g_updates", "init_generator") if getattr(args, k) is not None}
+    patch = folder_settings(args)[0]["patch_size"]
+    if patch is not None:
+        changes["patch_size"] = patch
     changes.update(model=model)
     if args.strategy is not None:
         changes["strategy"] = args.strategy
@@ -184,9 +278,12 @@ def run_from_args(args: argparse.Namespace) -> int:
         if not args.data:
             raise DfcanError("--data is required for a new run")
         cfg = config_from_args(args)
+        settings, notes = folder_settings(args)
+        for note in notes:
+            print(f"dfcan train: {note}", file=sys.stderr)
         result = train(cfg, args.run, data=args.data, normalization=args.normalization or "minmax",
                        task=args.task or "sisr",
-                       pixel_size_nm=args.pixel_size_nm, progress=not args.no_progress)
+                       pixel_size_nm=settings["pixel_size_nm"], progress=not args.no_progress)
     weight = "" if cfg.loss_weight == 1.0 else f"{cfg.loss_weight:g}·"
     print(f"{result.run_dir}: {cfg.model.architecture}, recipe {cfg.recipe} ({weight}{cfg.loss}"
           f"{' + adversarial' if cfg.adversarial else ''}, {cfg.optimizer}), step {result.step}, "

@@ -1,7 +1,8 @@
 """Training patch pairs from BioSR-layout data (``dfcan patches``); see ``docs/data.md#patch-pairs``.
 
 The authors cut their training pairs in MATLAB; this is the same recipe in
-Python, for real BioSR or for ``dfcan simulate`` output:
+Python, for real BioSR, ``dfcan simulate`` output or a microscopist's own
+registered pairs (:mod:`dfcan_tf.data.pairs`), all through :func:`cut_patches`:
 
 1. normalise each raw stack and GT to [0, 1] (min-max, 0–100th percentile);
 2. foreground mask (:func:`foreground_mask`) from the GT downsized by the scale
@@ -20,7 +21,8 @@ Python, for real BioSR or for ``dfcan simulate`` output:
        out/training_wf/<id>.tif             WF patch (SISR input)
        out/training_gt/<id>.tif             GT-SIM patch (scale × larger)
        out/validate/, validate_wf/, validate_gt/   the same for validation
-       out/patches.json                     what was cut from where
+       out/patches.json                     what was cut from where: source, scale,
+                                            patch_size, input pixel_size_nm, every patch
 
 The raw-to-GT geometry follows the data: raw pixel m sits on GT pixel scale·m
 (Fourier-padding SIM reconstruction), and the GT is rotated about the same
@@ -32,7 +34,8 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +50,7 @@ COMMAND = "patches"
 SPLITS = ("training", "validate")
 RECIPE_VAL_CELLS = range(1, 6)  # BioSR public recipe: cells 1–5 validation,
 RECIPE_TRAIN_CELLS = range(6, 36)  # 6–35 training, 36–50 test
+BIOSR_PIXEL_NM = 62.6  # BioSR's raw pixel size, used when an MRC header states none
 
 
 def minmax(x: np.ndarray) -> np.ndarray:
@@ -204,11 +208,13 @@ def crop_pair(
     return r.astype(np.float32), g.astype(np.float32)
 
 
-def _split_cells(cells: list[int], val_cells, train_cells) -> tuple[list[int], list[int]]:
+def _split_cells(cells: list[int], val_cells, train_cells, *, recipe: bool = True,
+                 unit: str = "cells") -> tuple[list[int], list[int]]:
+    """Training and validation cells: given, BioSR's public recipe (``recipe``, ≥ 35 cells) or the first fifth."""
     val = parse_cells(val_cells)
     train = parse_cells(train_cells)
     if val is None and train is None:
-        if len(cells) >= max(RECIPE_TRAIN_CELLS):
+        if recipe and len(cells) >= max(RECIPE_TRAIN_CELLS):
             val, train = list(RECIPE_VAL_CELLS), list(RECIPE_TRAIN_CELLS)
         else:  # too few cells for the public recipe: first fifth (at least one) validates
             k = max(1, len(cells) // 5)
@@ -219,7 +225,7 @@ def _split_cells(cells: list[int], val_cells, train_cells) -> tuple[list[int], l
         val = [c for c in cells if c not in train]
     both = sorted(set(val) & set(train))
     if both:
-        raise DfcanError(f"cells {both} are in both training and validation; split by cells")
+        raise DfcanError(f"{unit} {both} are in both training and validation; split by {unit}")
     return [c for c in cells if c in train], [c for c in cells if c in val]
 
 
@@ -241,6 +247,152 @@ def _select_specimens(records: list[BioSRRecord], scale: int | None, explicit: b
     if not kept:
         raise DfcanError(f"no specimen has scale {scale} (found {scales}). Received: scale={scale}")
     return kept, scale
+
+
+@dataclass(frozen=True)
+class Source:
+    """One image :func:`cut_patches` crops from: ``load()`` gives ``(raw (frames, H, W), gt (s·H, s·W))``.
+
+    ``cell`` is its split unit (BioSR cell or own pair number), ``shape`` its raw
+    ``(H, W)``, ``pixel_size_nm`` the input's (None: unknown), ``info`` the fields
+    of its patches' manifest entries.
+    """
+
+    load: Callable[[], tuple[np.ndarray, np.ndarray]]
+    cell: int
+    shape: tuple[int, int]
+    pixel_size_nm: float | None
+    gt_path: Path
+    info: dict = field(default_factory=dict)
+
+
+def check_numbers(patch_size: int, n_train: int, n_val: int, scale: int | None) -> None:
+    """Refuse a patch size, patch counts or scale no recipe can use (the BioSR and pairs paths alike)."""
+    for name, value, low in (("patch_size", patch_size, 8), ("n_train", n_train, 1), ("n_val", n_val, 0)):
+        if not isinstance(value, (int, np.integer)) or value < low:
+            raise DfcanError(f"{name} must be an integer ≥ {low}. Received: {name}={value!r}")
+    if scale is not None and scale not in (1, 2, 3, 4):
+        raise DfcanError(f"scale must be 1–4 (BioSR: 2 linear, 3 nonlinear SIM). Received: scale={scale!r}")
+
+
+def _check_fits(smallest: int, patch_size: int, rotate: bool) -> None:
+    need = math.ceil(2 * _half_extent(patch_size, rotate))
+    if need > smallest:
+        hint = f"use patch_size ≤ {int(smallest / 1.5)}, or ≤ {smallest} without rotation" if rotate else \
+            f"use patch_size ≤ {smallest}"
+        raise DfcanError(
+            f"patch_size {patch_size} needs images of at least {need} px{' (1.5× for rotation)' if rotate else ''}; "
+            f"the smallest raw image is {smallest} px: {hint}. Received: patch_size={patch_size}"
+        )
+
+
+def _median_pixel_size(sources: list[Source]) -> float | None:
+    known = [s.pixel_size_nm for s in sources if s.pixel_size_nm]
+    return float(np.median(known)) if known else None
+
+
+def cut_patches(
+    sources: list[Source],
+    out_dir: Path,
+    manifest: dict,
+    *,
+    scale: int,
+    patch_size: int,
+    n_train: int,
+    n_val: int,
+    val_cells=None,
+    train_cells=None,
+    unit: str = "cells",
+    rotate: bool = True,
+    flips: bool = True,
+    threshold: float = 1e-2,
+    min_foreground: int = 1000,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict:
+    """Split ``sources`` by cell, cut their patches into a staged ``out_dir`` and write ``patches.json``.
+
+    The one code path of :func:`make_patches` (BioSR) and
+    :func:`dfcan_tf.data.pairs.make_pair_patches` (own pairs): per-image min-max
+    normalisation, foreground mask, crops, rotation and flips, 16-bit TIFFs in
+    the DL-SR layout (module docstring). ``unit="pairs"`` names the split units
+    in messages and skips BioSR's public cell recipe. ``manifest`` is completed
+    (augmentation, split, one entry per patch) and returned; the caller has
+    checked the output folder with :func:`dfcan_tf.safety.check_output_dir`.
+    """
+    from tqdm import tqdm
+
+    from dfcan_tf.data.files import write_tiff
+
+    _check_fits(min(min(s.shape) for s in sources), patch_size, rotate)
+    cells = sorted({s.cell for s in sources})
+    if unit == "pairs" and n_val == 0 and val_cells is None and train_cells is None:
+        train_c, val_c = cells, []  # no validation patches wanted: every pair trains
+    else:
+        train_c, val_c = _split_cells(cells, val_cells, train_cells, recipe=unit == "cells", unit=unit)
+    plan = {"training": (train_c, n_train), "validate": (val_c, n_val)}
+    for split, (cs, n) in plan.items():
+        if n > 0 and not cs:
+            raise DfcanError(f"no {unit} left for {split} ({unit} found: {cells}); set val_cells / --val-cells "
+                             "or train_cells / --train-cells")
+
+    rng = np.random.default_rng(seed)
+    copies = 4 if flips else 1
+    manifest.setdefault("pixel_size_nm", _median_pixel_size(sources))
+    manifest.update({"rotate": rotate, "flips": flips, "seed": seed, "threshold": threshold,
+                     "cells": {"training": train_c, "validate": val_c}, "patches": []})
+    # Marks the folder as ours and replaces out_dir only if it still is a marked patches folder.
+    with safety.staged_dir(out_dir, command=COMMAND) as tmp:
+        total = sum(n for _, n in plan.values())
+        bar = tqdm(total=total, desc="patches", unit="patch", disable=not progress)
+        for split, (cs, n) in plan.items():
+            for d in (split, f"{split}_wf", f"{split}_gt"):
+                (tmp / d).mkdir()
+            recs = [s for s in sources if s.cell in cs]
+            if n == 0:
+                continue
+            n_crops = math.ceil(n / copies)
+            quota = np.full(len(recs), n_crops // len(recs))
+            quota[rng.permutation(len(recs))[: n_crops % len(recs)]] += 1
+            index = 0
+            for rec, q in zip(recs, quota):
+                if q == 0 or index >= n:
+                    continue
+                raw, gt = rec.load()
+                raw, gt = minmax(raw), minmax(gt)
+                valid = _valid_centres(raw.shape[1:], patch_size, rotate)
+                mask, used = foreground_mask(gt, scale, threshold=threshold, min_pixels=min_foreground, valid=valid)
+                ys, xs = np.nonzero(mask & valid)
+                if len(ys) == 0:
+                    raise DfcanError(f"{rec.gt_path}: no foreground where a {patch_size}-px crop fits")
+                picks = rng.integers(0, len(ys), size=q)
+                px_raw = rec.pixel_size_nm
+                px_gt = px_raw / scale if px_raw else None
+                for pick in picks:
+                    angle = int(rng.integers(0, 360)) if rotate else 0
+                    centre = (int(ys[pick]), int(xs[pick]))
+                    r_p, g_p = crop_pair(raw, gt, centre, patch_size, scale, angle)
+                    variants = [(r_p, g_p, "none")]
+                    if flips:
+                        variants += [(r_p[:, ::-1, :], g_p[::-1, :], "ud"), (r_p[:, :, ::-1], g_p[:, ::-1], "lr"),
+                                     (r_p[:, ::-1, ::-1], g_p[::-1, ::-1], "both")]
+                    for r_v, g_v, flip in variants:
+                        if index >= n:
+                            break
+                        name = f"{index + 1:06d}"
+                        for f_i, frame in enumerate(minmax(r_v), start=1):
+                            write_tiff(tmp / split / name / f"{f_i:02d}.tif", frame, pixel_size_nm=px_raw)
+                        write_tiff(tmp / f"{split}_wf" / f"{name}.tif", minmax(r_v.sum(axis=0)), pixel_size_nm=px_raw)
+                        write_tiff(tmp / f"{split}_gt" / f"{name}.tif", minmax(g_v), pixel_size_nm=px_gt)
+                        manifest["patches"].append({
+                            "name": name, "split": split, **rec.info, "centre": list(centre), "angle": angle,
+                            "flip": flip, "threshold": used,
+                        })
+                        index += 1
+                        bar.update(1)
+        bar.close()
+        (tmp / "patches.json").write_text(json.dumps(manifest, indent=1))
+    return manifest
 
 
 def make_patches(
@@ -302,7 +454,9 @@ def make_patches(
     Returns
     -------
     dict
-        The manifest written to ``out_dir/patches.json``.
+        The manifest written to ``out_dir/patches.json``; ``pixel_size_nm`` is
+        the raw pixel size (the median over the images; BioSR's 62.6 nm where a
+        header states none) and ``patch_size``, ``scale`` what was cut.
 
     Raises
     ------
@@ -310,15 +464,9 @@ def make_patches(
         Bad data or arguments, or an output folder that may not be replaced;
         nothing is written and nothing is removed.
     """
-    from tqdm import tqdm
+    from dfcan_tf.data.files import read_mrc_header
 
-    from dfcan_tf.data.files import read_mrc_header, write_tiff
-
-    for name, value, low in (("patch_size", patch_size, 8), ("n_train", n_train, 1), ("n_val", n_val, 0)):
-        if not isinstance(value, (int, np.integer)) or value < low:
-            raise DfcanError(f"{name} must be an integer ≥ {low}. Received: {name}={value!r}")
-    if scale is not None and scale not in (1, 2, 3, 4):
-        raise DfcanError(f"scale must be 1–4 (BioSR: 2 linear, 3 nonlinear SIM). Received: scale={scale!r}")
+    check_numbers(patch_size, n_train, n_val, scale)
     out_dir = Path(out_dir)
     # Before any work: the output must not be, hold or lie inside the data, and --overwrite replaces
     # only a folder an earlier `dfcan patches` marked as its own.
@@ -329,80 +477,16 @@ def make_patches(
     frames = {r.shapes()[0][0] for r in records}
     if len(frames) > 1:
         raise DfcanError(f"raw stacks have different frame counts {sorted(frames)}; select one kind with --specimens")
-    n_frames = frames.pop()
-    sizes = {r.shapes()[0][1:] for r in records}
-    smallest = min(min(s) for s in sizes)
-    need = math.ceil(2 * _half_extent(patch_size, rotate))
-    if need > smallest:
-        hint = f"use patch_size ≤ {int(smallest / 1.5)}, or ≤ {smallest} without rotation" if rotate else \
-            f"use patch_size ≤ {smallest}"
-        raise DfcanError(
-            f"patch_size {patch_size} needs images of at least {need} px{' (1.5× for rotation)' if rotate else ''}; "
-            f"the smallest raw image is {smallest} px: {hint}. Received: patch_size={patch_size}"
-        )
-    cells = sorted({r.cell for r in records})
-    train_c, val_c = _split_cells(cells, val_cells, train_cells)
-    plan = {"training": (train_c, n_train), "validate": (val_c, n_val)}
-    for split, (cs, n) in plan.items():
-        if n > 0 and not cs:
-            raise DfcanError(f"no cells left for {split} (cells found: {cells}); set val_cells / --val-cells")
-
-    rng = np.random.default_rng(seed)
-    copies = 4 if flips else 1
-    manifest: dict = {
-        "data_root": str(data_root), "scale": scale, "patch_size": patch_size, "frames": n_frames,
-        "rotate": rotate, "flips": flips, "seed": seed, "threshold": threshold,
-        "cells": {"training": train_c, "validate": val_c}, "patches": [],
-    }
-    # Marks the folder as ours and replaces out_dir only if it still is a marked patches folder.
-    with safety.staged_dir(out_dir, command=COMMAND) as tmp:
-        total = sum(n for _, n in plan.values())
-        bar = tqdm(total=total, desc="patches", unit="patch", disable=not progress)
-        for split, (cs, n) in plan.items():
-            for d in (split, f"{split}_wf", f"{split}_gt"):
-                (tmp / d).mkdir()
-            recs = [r for r in records if r.cell in cs]
-            if n == 0:
-                continue
-            n_crops = math.ceil(n / copies)
-            quota = np.full(len(recs), n_crops // len(recs))
-            quota[rng.permutation(len(recs))[: n_crops % len(recs)]] += 1
-            index = 0
-            for rec, q in zip(recs, quota):
-                if q == 0 or index >= n:
-                    continue
-                raw, gt = rec.load()
-                raw, gt = minmax(raw), minmax(gt)
-                valid = _valid_centres(raw.shape[1:], patch_size, rotate)
-                mask, used = foreground_mask(gt, scale, threshold=threshold, min_pixels=min_foreground, valid=valid)
-                ys, xs = np.nonzero(mask & valid)
-                if len(ys) == 0:
-                    raise DfcanError(f"{rec.gt_path}: no foreground where a {patch_size}-px crop fits")
-                picks = rng.integers(0, len(ys), size=q)
-                px_raw = read_mrc_header(rec.raw_path).get("pixel_size_nm", 62.6)
-                for pick in picks:
-                    angle = int(rng.integers(0, 360)) if rotate else 0
-                    centre = (int(ys[pick]), int(xs[pick]))
-                    r_p, g_p = crop_pair(raw, gt, centre, patch_size, scale, angle)
-                    variants = [(r_p, g_p, "none")]
-                    if flips:
-                        variants += [(r_p[:, ::-1, :], g_p[::-1, :], "ud"), (r_p[:, :, ::-1], g_p[:, ::-1], "lr"),
-                                     (r_p[:, ::-1, ::-1], g_p[::-1, ::-1], "both")]
-                    for r_v, g_v, flip in variants:
-                        if index >= n:
-                            break
-                        name = f"{index + 1:06d}"
-                        for f_i, frame in enumerate(minmax(r_v), start=1):
-                            write_tiff(tmp / split / name / f"{f_i:02d}.tif", frame, pixel_size_nm=px_raw)
-                        write_tiff(tmp / f"{split}_wf" / f"{name}.tif", minmax(r_v.sum(axis=0)), pixel_size_nm=px_raw)
-                        write_tiff(tmp / f"{split}_gt" / f"{name}.tif", minmax(g_v), pixel_size_nm=px_raw / scale)
-                        manifest["patches"].append({
-                            "name": name, "split": split, "specimen": rec.specimen, "cell": rec.cell,
-                            "level": rec.level, "centre": list(centre), "angle": angle, "flip": flip,
-                            "threshold": used, "raw": str(rec.raw_path), "gt": str(rec.gt_path),
-                        })
-                        index += 1
-                        bar.update(1)
-        bar.close()
-        (tmp / "patches.json").write_text(json.dumps(manifest, indent=1))
-    return manifest
+    sources = [
+        Source(load=r.load, cell=r.cell, shape=tuple(r.shapes()[0][1:]), gt_path=r.gt_path,
+               pixel_size_nm=read_mrc_header(r.raw_path).get("pixel_size_nm", BIOSR_PIXEL_NM),
+               info={"specimen": r.specimen, "cell": r.cell, "level": r.level, "raw": str(r.raw_path),
+                     "gt": str(r.gt_path)})
+        for r in records
+    ]
+    manifest = {"source": "biosr", "data_root": str(data_root), "scale": scale, "patch_size": patch_size,
+                "pixel_size_nm": _median_pixel_size(sources), "frames": frames.pop()}
+    return cut_patches(
+        sources, out_dir, manifest, scale=scale, patch_size=patch_size, n_train=n_train, n_val=n_val,
+        val_cells=val_cells, train_cells=train_cells, rotate=rotate, flips=flips, threshold=threshold,
+        min_foreground=min_foreground, seed=seed, progress=progress)

@@ -12,6 +12,7 @@ the training loop consumes.
 
 from __future__ import annotations
 
+import json
 import os
 import zipfile
 from pathlib import Path
@@ -25,7 +26,9 @@ from dfcan_tf.errors import DfcanError
 NORMALIZATIONS = ("minmax", "divide65535")
 _PATCH_AXES = (1, 2, 3)  # a batch (n, h, w, C) is normalised per patch, over all its channels
 
-__all__ = ["NORMALIZATIONS", "ArraySource", "FolderSource", "data_shape", "resolve_data", "train_dataset"]
+__all__ = ["NORMALIZATIONS", "ArraySource", "FolderSource", "data_shape", "folder_manifest", "resolve_data",
+           "train_dataset"]
+MANIFEST = "patches.json"  # written by dfcan patches (dfcan_tf.data.patches.cut_patches)
 
 
 def _normalizer(how: str) -> Normalizer:
@@ -228,6 +231,41 @@ def data_shape(data: str | os.PathLike, task: str) -> tuple[int, int]:
     else:
         raise DfcanError(f"{path}: training data not found (expected a DL-SR patch folder or an .npz file)")
     return src.channels, src.scale
+
+
+def folder_manifest(data: str | os.PathLike) -> dict:
+    """What ``dfcan patches`` recorded about a patch folder: ``patch_size``, ``scale``, ``pixel_size_nm``.
+
+    Read from the folder's ``patches.json``; empty for an ``.npz`` file or a
+    folder without one (made by other tools). A ``pixel_size_nm`` of None means
+    the source images stated none.
+
+    Raises
+    ------
+    DfcanError
+        ``patches.json`` exists but is unreadable or its values are not numbers.
+    """
+    path = Path(data) / MANIFEST
+    if not Path(data).is_dir() or not path.is_file():
+        return {}
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise DfcanError(f"{path}: unreadable patch-folder record ({type(exc).__name__}: {exc}); "
+                         "pass --patch-size and --pixel-size-nm, or cut the patches again") from None
+    out = {}
+    for key, kind in (("patch_size", int), ("scale", int), ("pixel_size_nm", float)):
+        value = doc.get(key) if isinstance(doc, dict) else None
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0 or (
+                kind is int and value != int(value)):
+            raise DfcanError(f"{path}: {key} must be a positive {'integer' if kind is int else 'number'}. "
+                             f"Received: {key}={value!r}")
+        out[key] = kind(value)
+    if out:
+        out["path"] = str(path)
+    return out
 
 
 def train_dataset(source: ArraySource, cfg: Any, start_step: int, strategy, errors: list[str] | None = None) -> Any:
