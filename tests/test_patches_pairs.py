@@ -181,6 +181,8 @@ def test_source_and_output_flags_are_checked(pairs, tmp_path, capsys):
     wf, gt = str(pairs / "wf"), str(pairs / "gt")
     bad_csv = tmp_path / "p.csv"
     bad_csv.write_text("input,target\na.tif,a.tif\n")
+    missing = tmp_path / "m.csv"
+    missing.write_text(f"wf,gt\n{pairs}/wf/a.tif,{pairs}/gt/a.tif\n{pairs}/wf/b.tif,{pairs}/gt/zz.tif\n")
     for argv, message in (
         (["--pairs", wf, gt], "no output folder"),
         (["--pairs", wf, gt, str(tmp_path / "o")], "with --pairs or --pairs-csv give the output folder as -o"),
@@ -189,6 +191,8 @@ def test_source_and_output_flags_are_checked(pairs, tmp_path, capsys):
         (["--pairs", wf, wf, "-o", str(tmp_path / "o")], "the same folder"),
         (["--pairs", wf, gt, "-o", str(pairs / "wf" / "out")], "inside the input folder"),
         (["--pairs", wf, gt, "-o", str(tmp_path / "o"), "--specimens", "ER"], "--specimens selects BioSR"),
+        (["--pairs", wf, gt, "-o", str(tmp_path / "o"), "--scale", "3"], f"{gt}/a.tif: GT is 2× its WF"),
+        (["--pairs-csv", str(missing), "-o", str(tmp_path / "o")], f"{gt}/zz.tif: no such file"),
     ):
         assert main(["patches", *argv, *FAST]) == 2
         err = capsys.readouterr().err
@@ -242,10 +246,16 @@ def test_train_infers_patch_and_pixel_size_and_predict_uses_them(cut, tmp_path, 
     assert sr.shape == (S * N, S * N) and meta["pixel_size_nm"] == pytest.approx(PX / S, rel=1e-4)
 
 
-def test_train_help_imports_no_tensorflow():
+def test_train_help_and_refused_flags_import_no_tensorflow(cut, tmp_path):
+    """`dfcan train --help` stays light, and a flag contradicting the folder is refused before TensorFlow loads."""
+    refused = _train_args(cut[0], tmp_path / "run", "--patch-size", "32")
     code = ("import sys\nfrom dfcan_tf.cli import main\ntry:\n    main(['train', '--help'])\nexcept SystemExit as e:\n"
-            "    code = e.code\nprint('RESULT', code, 'tensorflow' in sys.modules, 'keras' in sys.modules)")
+            "    code = e.code\nprint('RESULT', code, 'tensorflow' in sys.modules, 'keras' in sys.modules)\n"
+            f"print('REFUSED', main({refused!r}), 'tensorflow' in sys.modules)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip().splitlines()[-1].split() == ["RESULT", "0", "False", "False"]
+    lines = proc.stdout.strip().splitlines()
+    assert lines[-2].split() == ["RESULT", "0", "False", "False"]
+    assert lines[-1].split() == ["REFUSED", "2", "False"] and "--patch-size 32 is larger" in proc.stderr
     assert "--pixel-size-nm" in proc.stdout and "patches.json" in proc.stdout
+    assert not (tmp_path / "run").exists()

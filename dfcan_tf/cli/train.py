@@ -262,13 +262,16 @@ def _refuse_resume_flags(args: argparse.Namespace) -> None:
 
 
 def run_from_args(args: argparse.Namespace) -> int:
-    """Run ``dfcan train``; return the exit status."""
-    from dfcan_tf.runs import read_run_config
-    from dfcan_tf.training.config import config_from_doc
-    from dfcan_tf.training.loop import train
+    """Run ``dfcan train``; return the exit status.
 
+    Flags are checked against each other and the data before TensorFlow is imported.
+    """
     if args.resume:
         _refuse_resume_flags(args)
+        from dfcan_tf.runs import read_run_config
+        from dfcan_tf.training.config import config_from_doc
+        from dfcan_tf.training.loop import train
+
         doc, _ = read_run_config(args.resume)
         saved = config_from_doc(doc)
         cfg = saved.replace(strategy=args.strategy or saved.strategy,
@@ -277,10 +280,12 @@ def run_from_args(args: argparse.Namespace) -> int:
     else:
         if not args.data:
             raise DfcanError("--data is required for a new run")
+        settings, notes = folder_settings(args)  # a contradicting flag is refused before TensorFlow loads
         cfg = config_from_args(args)
-        settings, notes = folder_settings(args)
         for note in notes:
             print(f"dfcan train: {note}", file=sys.stderr)
+        from dfcan_tf.training.loop import train
+
         result = train(cfg, args.run, data=args.data, normalization=args.normalization or "minmax",
                        task=args.task or "sisr",
                        pixel_size_nm=settings["pixel_size_nm"], progress=not args.no_progress)

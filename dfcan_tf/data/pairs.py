@@ -169,6 +169,7 @@ def check_pairs(pairs: list[Pair], scale: int | None = None) -> tuple[list[dict]
     """
     facts: list[dict] = []
     first_px: tuple[float, Path] | None = None
+    given = f"--scale {scale}" if scale is not None else None
     for pair in pairs:
         wf, wf_meta = read_image(pair.wf)
         gt, gt_meta = read_image(pair.gt)
@@ -183,9 +184,9 @@ def check_pairs(pairs: list[Pair], scale: int | None = None) -> tuple[list[dict]
         if scale is None:
             scale = s
         elif s != scale:
-            other = f"the first pair ({pairs[0].gt})" if facts else "--scale"
-            raise DfcanError(f"{pair.gt}: GT is {s}× its WF {pair.wf}, but {other} gives scale {scale}; every pair "
-                             "must have the same scale")
+            other = given or f"the first pair ({pairs[0].gt}) has scale {scale}"
+            raise DfcanError(f"{pair.gt}: GT is {s}× its WF {pair.wf}, but {other}; every pair must have the same "
+                             "scale")
         px_wf, px_gt = wf_meta.get("pixel_size_nm"), gt_meta.get("pixel_size_nm")
         if px_wf and px_gt and _rel(px_wf / px_gt, s) > PIXEL_TOLERANCE:
             raise DfcanError(
