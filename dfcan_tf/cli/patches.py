@@ -37,7 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--levels", default=None, help="BioSR: signal levels, e.g. 1-9; all when not given")
     parser.add_argument("--val-cells", default=None,
                         help="validation cells (BioSR) or pair numbers (pairs, 1 = first by name or CSV row), "
-                             "e.g. 1-5; see docs/data.md#patch-pairs for the rule when not given")
+                             "e.g. 1-5; when not given see docs/data.md#split-recipe (BioSR) or "
+                             "docs/own-data.md#split (pairs)")
     parser.add_argument("--train-cells", default=None,
                         help="training cells or pair numbers, e.g. 6-35; the others when not given")
     parser.add_argument("--no-rotate", action="store_true", help="no random rotation")
