@@ -29,6 +29,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "assess": ("dfcan_tf.cli.assess", "assessment matrix: networks vs conventional SIM per specimen and signal level"),
     "qc": ("dfcan_tf.cli.qc", "forward-consistency QC map: which parts of an SR image agree with the measured input"),
     "export": ("dfcan_tf.cli.export", "export a run folder to ONNX, TFLite, SavedModel or bioimage.io"),
+    "import-weights": ("dfcan_tf.cli.import_weights", "write a run folder from the authors' Keras 2 weights (weights.best)"),
     "benchmark": ("dfcan_tf.cli.benchmark", "print speed figures (data, train, predict, sgemm)"),
 }
 
