@@ -174,8 +174,10 @@ def check_pairs(pairs: list[Pair], scale: int | None = None) -> tuple[list[dict]
         wf, wf_meta = read_image(pair.wf)
         gt, gt_meta = read_image(pair.gt)
         if len(wf) != len(gt):
+            hint = (" (a raw SIM stack is not a WF image: sum its frames into one first, or use the BioSR layout "
+                    "for the SIM task)") if len(gt) == 1 and len(wf) in (9, 25) else ""
             raise DfcanError(f"{pair.gt}: {len(gt)} frame(s), but the WF {pair.wf} has {len(wf)}; a stack pairs "
-                             "frame by frame, so both need the same number of frames")
+                             f"frame by frame, so both need the same number of frames{hint}")
         (h, w), (gh, gw) = wf.shape[1:], gt.shape[1:]
         if gh % h or gw % w or gh // h != gw // w or not 1 <= gh // h <= 4:
             raise DfcanError(f"{pair.gt}: GT size {gh}×{gw} is not the same integer multiple (1–4) of the WF size "
