@@ -259,3 +259,26 @@ def test_train_help_and_refused_flags_import_no_tensorflow(cut, tmp_path):
     assert lines[-1].split() == ["REFUSED", "2", "False"] and "--patch-size 32 is larger" in proc.stderr
     assert "--pixel-size-nm" in proc.stdout and "patches.json" in proc.stdout
     assert not (tmp_path / "run").exists()
+
+
+def test_biosr_path_records_the_same_facts(tmp_path):
+    """The BioSR path goes through the same cutter and records source, scale, patch size and the MRC pixel size."""
+    import dfcan_tf.cli.train as cli_train
+    from dfcan_tf.data.files import write_mrc
+
+    for cell in (1, 2):
+        c = simulate_cell("Microtubules", size=N, levels=1, seed=cell)
+        d = tmp_path / "biosr" / "Microtubules" / f"Cell_{cell:03d}"
+        write_mrc(d / "RawSIMData_level_01.mrc", c.clean_frames / c.clean_frames.max() * 3e4, pixel_size_nm=65.0)
+        write_mrc(d / "SIM_gt.mrc", c.gt_clean / c.gt_clean.max() * 3e4, pixel_size_nm=32.5)
+    out = tmp_path / "out"
+    assert main(["patches", str(tmp_path / "biosr"), "-o", str(out), "--n-train", "4", "--n-val", "4",
+                 "--patch-size", str(PATCH), "--no-progress"]) == 0
+    m = json.loads((out / "patches.json").read_text())
+    assert (m["source"], m["scale"], m["patch_size"], m["frames"]) == ("biosr", S, PATCH, 9)
+    assert m["pixel_size_nm"] == pytest.approx(65.0, rel=1e-5) and m["cells"] == {"training": [2], "validate": [1]}
+    assert len(list((out / "training" / "000001").glob("*.tif"))) == 9
+    parser = argparse.ArgumentParser()
+    cli_train.add_arguments(parser)
+    settings, _ = cli_train.folder_settings(parser.parse_args(["--data", str(out), "--run", "r"]))
+    assert settings["patch_size"] == PATCH and settings["pixel_size_nm"] == pytest.approx(65.0, rel=1e-5)
