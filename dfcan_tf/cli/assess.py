@@ -14,7 +14,8 @@ from dfcan_tf.evaluation.assess import RULE_TEXT, RULES
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the arguments of ``dfcan assess`` to ``parser``."""
-    from dfcan_tf.sim.reconstruct import DEFAULT_WIENER
+    # The CLI's copy of the constant: --help imports no scipy.
+    from dfcan_tf.cli.sim_reconstruct import DEFAULT_WIENER
 
     parser.add_argument("runs", nargs="+", metavar="RUN", help="run folders (config.json + weights/); each is "
                                                                "a network of the matrix, named by its folder")
@@ -24,17 +25,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     rules = "; ".join(f"'{r}': {RULE_TEXT[r]}" for r in RULES)
     parser.add_argument("--rule", choices=RULES, default="psnr+ssim",
                         help=f"when a (specimen, level) cell is in a network's priority region, from means over "
-                             f"the cells both methods scored: {rules} (default: psnr+ssim)")
+                             f"the cells both methods scored: {rules}")
     parser.add_argument("--specimens", help="comma-separated specimen folders (default: all)")
     parser.add_argument("--cells", help="cell numbers, e.g. 36-50 (default: all)")
-    parser.add_argument("--levels", help="signal levels, e.g. 1-9 (default: all)")
-    parser.add_argument("--which", choices=("best", "last"), default="best", help="weights (default: best)")
-    parser.add_argument("--backend", choices=BACKENDS, default="keras", help="inference backend (default: keras)")
+    parser.add_argument("--levels", help="which signal levels, e.g. 9, 1-3 or 1,3,5 (default: all)")
+    parser.add_argument("--which", choices=("best", "last"), default="best", help="weights of each run to use")
+    parser.add_argument("--backend", choices=BACKENDS, default="keras", help="inference backend")
     add_tiling_arguments(parser, "tile side in input pixels (default auto: whole image when it fits)")
     parser.add_argument("--resolution", action="store_true",
                         help="also compute the decorrelation resolution (column resolution_nm of metrics.csv)")
     parser.add_argument("--wiener", type=float, default=DEFAULT_WIENER,
-                        help=f"Wiener parameter of conventional SIM (default: {DEFAULT_WIENER})")
+                        help="Wiener parameter of conventional SIM")
     parser.add_argument("--known", action="store_true",
                         help="conventional SIM: use the simulation.json next to each stack for the pattern wave "
                              "vectors (simulated data) instead of estimating them")

@@ -117,9 +117,11 @@ def run_demo(out_dir: str | Path = "demo_output", *, run_dir: str | Path = DEFAU
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the ``dfcan demo`` flags on ``parser``."""
+    from dfcan_tf.cli.main import DeprecatedAlias
+
     parser.add_argument("-o", "--output", default="demo_output",
                         help="output folder: new, empty, or a previous demo output (replaced)")
-    parser.add_argument("--out", dest="output", default=argparse.SUPPRESS, help=argparse.SUPPRESS)  # old spelling
+    parser.add_argument("--out", action=DeprecatedAlias, new="-o/--output", dest="output")
     parser.add_argument("--run", default=str(DEFAULT_RUN),
                         help="run folder to demonstrate (default: the shipped weights, weights/dfcan_sisr_mt_x2)")
     parser.add_argument("--cells", type=int, default=2, help="simulated test cells")

@@ -11,23 +11,28 @@ from typing import Any
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register the ``dfcan export`` flags on ``parser``."""
+    from dfcan_tf.cli.main import DeprecatedAlias
+
     # These modules import TensorFlow only inside their functions: `dfcan export --help` stays light.
     from dfcan_tf.export.onnx import DEFAULT_OPSET, MAX_OPSET
     from dfcan_tf.export.run import FORMATS
     from dfcan_tf.export.verify import TOLERANCE, VERIFY_SIZES
 
     parser.add_argument("run", help="run folder (config.json + weights/)")
-    parser.add_argument("--format", choices=FORMATS, default="onnx")
+    parser.add_argument("--format", choices=FORMATS, default="onnx",
+                        help="artefact: ONNX file, TFLite (LiteRT) flatbuffer, SavedModel folder or bioimage.io zip")
     parser.add_argument("-o", "--output", default=None,
                         help="destination (default: RUN/export/model.onnx, model.tflite, model/ or bioimageio.zip; "
                              "quantised: model-float16.tflite, model-int8.tflite, model-float16.onnx); "
                              "never the run folder, inside it only RUN/export/")
-    parser.add_argument("--weights", choices=["best", "last"], default="best")
+    parser.add_argument("--which", choices=("best", "last"), default="best", help="weights of the run to export")
+    parser.add_argument("--weights", action=DeprecatedAlias, new="--which", dest="which", choices=("best", "last"))
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset ({DEFAULT_OPSET}-{MAX_OPSET})")
     parser.add_argument("--verify-sizes", type=int, nargs="+", default=list(VERIFY_SIZES), metavar="N",
-                        help="square input sizes the artefact is checked at against Keras (default: %(default)s)")
+                        help="square input sizes the artefact is checked at against Keras")
     parser.add_argument("--tolerance", type=float, default=TOLERANCE,
-                        help="largest max abs difference from Keras accepted (default: %(default)s)")
+                        help="largest max abs difference from Keras accepted")
     parser.add_argument("--tflite-size", type=int, default=None, metavar="N",
                         help="tflite: convert for a fixed (1, N, N, C) input instead of a dynamic shape")
     parser.add_argument("--quantize", choices=["float16", "int8", "int8-full"], default=None,
@@ -43,9 +48,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="bioimage.io: skip the bioimageio.core test run (validation still runs)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the output if an earlier 'dfcan export' wrote it (never another file or folder)")
+    parser.add_argument("--no-progress", action="store_true", help="no stage lines, only the final summary")
 
 
 def run_from_args(args: argparse.Namespace) -> int:
+    """Run ``dfcan export`` with parsed ``args``; return the exit status."""
     from dfcan_tf.errors import DfcanError
     from dfcan_tf.export.run import export_run
 
@@ -56,8 +63,8 @@ def run_from_args(args: argparse.Namespace) -> int:
         extra = {"fixed_size": args.tflite_size}
     elif args.tflite_size is not None:
         raise DfcanError(f"--tflite-size applies to --format tflite only. Received: --format {args.format}")
-    result = export_run(args.run, args.output, args.format, which=args.weights, opset=args.opset,
+    result = export_run(args.run, args.output, args.format, which=args.which, opset=args.opset,
                         sizes=args.verify_sizes, tolerance=args.tolerance, overwrite=args.overwrite,
-                        quantize=args.quantize, min_psnr=args.min_psnr, **extra)
+                        quantize=args.quantize, min_psnr=args.min_psnr, progress=not args.no_progress, **extra)
     print(result.summary())
     return 0

@@ -10,11 +10,12 @@ DISCRIMINATORS = ("dfgan_discriminator", "patchgan")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register the ``dfcan info`` flags on ``parser``."""
     parser.add_argument("--architecture", choices=[*registry.names(), *DISCRIMINATORS], default="dfcan",
-                        help="network to build (default: %(default)s)")
+                        help="network to build")
     parser.add_argument("--input-channels", type=int, default=1,
-                        help="input channels: 1 wide-field, 9 linear SIM, 25 nonlinear SIM (default: %(default)s)")
-    parser.add_argument("--scale", type=int, default=2, help="upsampling factor (default: %(default)s)")
+                        help="input channels: 1 wide-field, 9 linear SIM, 25 nonlinear SIM")
+    parser.add_argument("--scale", type=int, default=2, help="upsampling factor")
     parser.add_argument("--summary", action="store_true", help="print the full Keras summary")
     parser.add_argument("--receptive-field", action="store_true",
                         help="also measure the receptive field with an impulse (slower for large networks)")

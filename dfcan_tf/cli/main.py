@@ -6,7 +6,11 @@ imported only when their subcommand runs, so ``dfcan --help`` is fast and a
 subcommand never pays for TensorFlow it does not use.
 
 User mistakes raise :class:`dfcan_tf.errors.DfcanError`; they are printed as
-``dfcan <command>: error: <message>`` with exit status 2 and no traceback.
+``dfcan <command>: error: <message>`` with exit status 2 and no traceback. So is
+a missing TensorFlow (it is an extra: ``dfcan_tf[cpu]`` or ``dfcan_tf[gpu]``).
+
+Every subcommand's help shows each flag's default (:class:`HelpFormatter`);
+an old spelling of a renamed flag stays accepted through :class:`DeprecatedAlias`.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ import argparse
 import importlib
 import os
 import sys
+
+TF_MISSING = "TensorFlow is not installed: pip install 'dfcan_tf[cpu]' (or '[gpu]' on a CUDA machine)"
 
 # subcommand -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -34,6 +40,45 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """Appends `` (default: X)`` to a flag's help when it has a default worth showing.
+
+    Shown: any default but None, False and ``SUPPRESS``, unless the help already
+    says "default" (a help that explains a computed or conditional default).
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (not text or text == argparse.SUPPRESS or default is None or default is False
+                or default == argparse.SUPPRESS or "default" in text.lower()
+                or isinstance(action, (argparse._HelpAction, argparse._VersionAction))):
+            return text
+        shown = " ".join(map(str, default)) if isinstance(default, (list, tuple)) else str(default)
+        return f"{text} (default: {shown.replace('%', '%%')})"
+
+
+class DeprecatedAlias(argparse.Action):
+    """A renamed flag's old spelling: hidden from the help, stores into the new flag, says so on stderr.
+
+    ``parser.add_argument("--weights", action=DeprecatedAlias, new="--which", dest="which", choices=...)``.
+    """
+
+    def __init__(self, option_strings, dest, *, new: str, **kwargs):
+        kwargs.setdefault("default", argparse.SUPPRESS)
+        kwargs["help"] = argparse.SUPPRESS
+        super().__init__(option_strings, dest, **kwargs)
+        self.new = new
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"{parser.prog}: warning: {option_string} is deprecated; use {self.new}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def _is_tensorflow(exc: ModuleNotFoundError) -> bool:
+    return exc.name is not None and (exc.name == "tensorflow" or exc.name.startswith("tensorflow."))
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the top-level parser with every subcommand registered."""
     from dfcan_tf import __version__
@@ -46,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name, (module_name, help_text) in SUBCOMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        p = sub.add_parser(name, help=help_text, description=help_text, formatter_class=HelpFormatter)
         p.set_defaults(_module=module_name)
     return parser
 
@@ -57,9 +102,11 @@ def main(argv: list[str] | None = None) -> int:
     # Parse the command name first, then let its module add its own arguments.
     command = next((a for a in argv if not a.startswith("-")), None)
     try:
+        from dfcan_tf.cli import tf_import
         from dfcan_tf.errors import DfcanError
 
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        tf_import.install()  # TensorFlow's start-up banner obeys TF_CPP_MIN_LOG_LEVEL too
         parser = build_parser()
         if command in SUBCOMMANDS:
             module = importlib.import_module(SUBCOMMANDS[command][0])
@@ -72,6 +119,11 @@ def main(argv: list[str] | None = None) -> int:
             return int(module.run_from_args(args) or 0)
         except DfcanError as exc:
             print(f"dfcan {args.command}: error: {exc}", file=sys.stderr)
+            return 2
+        except ModuleNotFoundError as exc:
+            if not _is_tensorflow(exc):
+                raise
+            print(f"dfcan {args.command}: error: {TF_MISSING}", file=sys.stderr)
             return 2
     except KeyboardInterrupt:
         # Anywhere, including while TensorFlow is being imported or a model built: one line, no traceback.

@@ -58,15 +58,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run", help="run folder (config.json + weights/)")
     parser.add_argument("inputs", nargs="+", help="TIFF/MRC files, folders or glob patterns")
     parser.add_argument("-o", "--output", required=True, help="output folder (outputs are <input name>.tif)")
-    parser.add_argument("--backend", choices=BACKENDS, default="keras", help="inference backend (default: keras)")
-    parser.add_argument("--which", choices=("best", "last"), default="best", help="weights to use (default: best)")
+    parser.add_argument("--backend", choices=BACKENDS, default="keras", help="inference backend")
+    parser.add_argument("--which", choices=("best", "last"), default="best", help="weights of the run to use")
     add_tiling_arguments(parser)
-    parser.add_argument("--batch-size", type=int, default=1, help="tiles per network call (default 1)")
+    parser.add_argument("--batch-size", type=int, default=1, help="tiles per network call")
     parser.add_argument("--dtype", choices=("uint16", "float32"), default="uint16",
-                        help="output type (default uint16; with --intensity raw the stored values map to "
-                             "intensities by one linear map, written as ImageJ calibration)")
+                        help="output type (with --intensity raw the stored values map to intensities by one linear "
+                             "map, written as ImageJ calibration)")
     parser.add_argument("--intensity", choices=("raw", "stretch"), default="raw",
-                        help="raw (default): output in the input's intensity units, one normalisation for the "
+                        help="raw: output in the input's intensity units, one normalisation for the "
                              "whole file so frames and files stay comparable; stretch: every output image "
                              "min-max stretched to the full range (docs/own-data.md#pixel-size-and-intensities)")
     parser.add_argument("--sim-frames", type=int, choices=(9, 25), default=None,

@@ -168,20 +168,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scale", type=int, help="SR grid factor (default: from the image shapes)")
     parser.add_argument("--pixel-nm", type=float,
                         help="raw pixel size in nm (default: the input's metadata, else 62.6)")
-    parser.add_argument("--na", type=float, default=1.3, help="detection numerical aperture (default: 1.3)")
+    parser.add_argument("--na", type=float, default=1.3, help="detection numerical aperture")
     parser.add_argument("--emission-nm", type=float,
                         help="emission wavelength in nm (default: the input's MRC metadata, else 525)")
     parser.add_argument("--sr-support", default="scale", metavar="scale|object|X",
-                        help="OTF support of the SR image in detection cutoffs: 'scale' (an image like GT-SIM, "
-                             "default), 'object' (a deconvolved object estimate) or a number > 1")
+                        help="OTF support of the SR image in detection cutoffs: 'scale' (an image like GT-SIM), "
+                             "'object' (a deconvolved object estimate) or a number > 1")
     parser.add_argument("--sampling", choices=("fourier", "bin"), default="fourier",
                         help="how raw pixels sample the SR grid: 'fourier' (point samples of the band-limited "
-                             "image, as the simulator; default) or 'bin' (average of scale×scale blocks)")
+                             "image, as the simulator) or 'bin' (average of scale×scale blocks)")
     parser.add_argument("--gain", type=float, help="camera gain, ADU per photo-electron (default: estimated)")
     parser.add_argument("--read-noise", type=float,
                         help="camera read noise per raw frame, ADU rms (with --offset; default: estimated)")
     parser.add_argument("--offset", type=float, help="camera offset per raw frame, ADU (with --read-noise)")
-    parser.add_argument("-k", type=float, default=3.0, help="threshold in noise units (default: 3)")
+    parser.add_argument("-k", type=float, default=3.0, help="threshold in noise units")
     parser.add_argument("--no-frames", action="store_true",
                         help="raw SIM input: compare only the WF sum, not each frame through the estimated patterns")
     parser.add_argument("--no-smooth", action="store_true",

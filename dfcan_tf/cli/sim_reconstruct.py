@@ -23,21 +23,20 @@ import argparse
 import json
 import os
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from dfcan_tf import safety
 from dfcan_tf.errors import DfcanError
-from dfcan_tf.sim.reconstruct import (
-    APODISATIONS,
-    DEFAULT_WIENER,
-    SIMParameters,
-    parameters_from_simulation,
-    parameters_to_json,
-    reconstruct_linear,
-    reconstruct_nonlinear,
-)
 
+if TYPE_CHECKING:
+    import numpy as np
+
+    from dfcan_tf.sim.reconstruct import SIMParameters
+
+# The same values as dfcan_tf.sim.reconstruct (a test checks they agree); kept here so that --help does not
+# import scipy (dfcan assess uses them too).
+APODISATIONS = ("otf", "triangle", "cosine", "none")
+DEFAULT_WIENER = 0.1
 COMMAND = "sim-reconstruct"
 STACK_SUFFIXES = (".mrc", ".dv", ".tif", ".tiff")
 FRAMES = {9: "linear", 25: "nonlinear"}
@@ -85,7 +84,14 @@ def reconstruct_file(path: str | os.PathLike, *, pixel_nm: float | None = None, 
     DfcanError
         Naming the file: unreadable, not 9 or 25 frames, or frames too small.
     """
+    import numpy as np
+
     from dfcan_tf.data.files import read_image
+    from dfcan_tf.sim.reconstruct import (
+        parameters_from_simulation,
+        reconstruct_linear,
+        reconstruct_nonlinear,
+    )
 
     path = Path(path)
     frames, meta = read_image(path)
@@ -114,18 +120,19 @@ def reconstruct_file(path: str | os.PathLike, *, pixel_nm: float | None = None, 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register the ``dfcan sim-reconstruct`` flags on ``parser``."""
     parser.add_argument("data", nargs="+", help="BioSR-layout folder, or raw SIM stacks (MRC/TIFF, 9 or 25 frames)")
     parser.add_argument("-o", "--output", required=True, help="output folder (new, empty, or a previous output "
                                                               "with --overwrite)")
     parser.add_argument("--pixel-nm", type=float, default=None,
                         help="raw pixel size in nm (default: from the file, else 62.6)")
-    parser.add_argument("--na", type=float, default=1.3, help="detection numerical aperture (default: 1.3)")
+    parser.add_argument("--na", type=float, default=1.3, help="detection numerical aperture")
     parser.add_argument("--emission-nm", type=float, default=None,
                         help="emission wavelength in nm (default: from the file, else 525)")
     parser.add_argument("--wiener", type=float, default=DEFAULT_WIENER,
-                        help=f"Wiener parameter w, larger is smoother (default: {DEFAULT_WIENER})")
+                        help="Wiener parameter w, larger is smoother")
     parser.add_argument("--apodisation", choices=APODISATIONS, default="otf",
-                        help="apodisation to the extended support (default: otf)")
+                        help="apodisation to the extended support")
     parser.add_argument("--params", default=None,
                         help="JSON of known parameters (an output .json of this command, or a simulation.json) "
                              "used for every stack instead of estimating them")
@@ -133,13 +140,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="use the simulation.json next to each stack for the pattern wave vectors")
     parser.add_argument("--specimens", default=None, help="BioSR: comma-separated specimen folders (default: all)")
     parser.add_argument("--cells", default=None, help="BioSR: cell numbers, e.g. 1-5,8 (default: all)")
-    parser.add_argument("--levels", default=None, help="BioSR: signal levels, e.g. 9 (default: all)")
+    parser.add_argument("--levels", default=None, help="BioSR: which signal levels, e.g. 9, 1-3 or 1,3,5 (default: all)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace a previous 'dfcan sim-reconstruct' output folder")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _load_params(path: str | None) -> SIMParameters | None:
+    from dfcan_tf.sim.reconstruct import SIMParameters, parameters_from_simulation
+
     if path is None:
         return None
     p = Path(path)
@@ -158,9 +167,12 @@ def _load_params(path: str | None) -> SIMParameters | None:
 
 
 def run_from_args(args: argparse.Namespace) -> int:
+    """Run ``dfcan sim-reconstruct`` with parsed ``args``; return the exit status."""
+    import numpy as np
     from tqdm import tqdm
 
     from dfcan_tf.data.files import write_tiff
+    from dfcan_tf.sim.reconstruct import parameters_to_json
 
     for flag, v in (("--na", args.na), ("--wiener", args.wiener), ("--pixel-nm", args.pixel_nm),
                     ("--emission-nm", args.emission_nm)):

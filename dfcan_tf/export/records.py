@@ -92,12 +92,12 @@ def check_recorded_export(run_dir: str | os.PathLike, artefact: str | os.PathLik
     unrecorded artefact is never loaded: it could be anyone's model).
     """
     run_dir, artefact = Path(run_dir), Path(artefact)
-    redo = f"dfcan export {run_dir} --format {format} --weights {which} --overwrite"
+    redo = f"dfcan export {run_dir} --format {format} --which {which} --overwrite"
     entry = safety.output_record(artefact)
     if entry is None or entry.get("command") != COMMAND or entry.get("format") != format:
         raise DfcanError(f"{artefact}: not recorded as a verified '{format}' export of this run (copied in or "
                          f"written by something else?), so it is not loaded. Move it out of the way and run "
-                         f"'dfcan export {run_dir} --format {format} --weights {which}'")
+                         f"'dfcan export {run_dir} --format {format} --which {which}'")
     weights = weights_file(run_dir, which)
     if not weights.is_file():
         raise DfcanError(f"{run_dir}: no weights found (expected {weights})")

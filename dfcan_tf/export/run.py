@@ -43,6 +43,9 @@ from dfcan_tf.export.verify import (
 
 FORMATS = ("onnx", "tflite", "saved_model", "bioimageio")
 SUFFIXES = {"onnx": ".onnx", "tflite": ".tflite", "saved_model": "", "bioimageio": ".zip"}
+LABELS = {"onnx": "ONNX", "tflite": "TFLite", "saved_model": "a SavedModel",
+          "bioimageio": "a bioimage.io package (ONNX and SavedModel weights)"}
+STAGES = 4
 
 
 def check_options(sizes: Sequence[int] = VERIFY_SIZES, tolerance: float = TOLERANCE, opset: int = DEFAULT_OPSET,
@@ -127,10 +130,46 @@ def default_output(run_dir: str | os.PathLike, format: str, quantize: str | None
     return Path(run_dir) / "export" / f"{name}{SUFFIXES[format]}"
 
 
+def _say(progress: bool, stage: int, text: str) -> None:
+    if progress:
+        print(f"[{stage}/{STAGES}] {text}", flush=True)
+
+
+def _conversion_text(format: str, opset: int, quantize: str | None, sizes: Sequence[int], fixed_size: int | None,
+                     bioimageio_test: bool) -> str:
+    """Stage 2's line: what is converted, and what it will be checked on."""
+    label = LABELS[format] + (f" (opset {opset})" if format in ("onnx", "bioimageio") else "")
+    if quantize:
+        label += f", {quantize}-quantised"
+    sizes = (fixed_size,) if fixed_size else tuple(sizes)
+    check = "its PSNR against the Keras float output" if quantize else "it against Keras"
+    text = f"converting to {label}, then checking {check} on random and simulated images at {_sizes(sizes)}"
+    if format == "bioimageio":
+        text += "; validating the package" + (" and test-running it with bioimageio.core" if bioimageio_test else "")
+    return text
+
+
+def _sizes(sizes: Sequence[int]) -> str:
+    return ", ".join(f"{n}x{n}" for n in dict.fromkeys(sizes))
+
+
+def _verified_text(result: ExportResult) -> str:
+    """Stage 3's line, from the checks the export made."""
+    images = sum(c.shape[0] for c in result.checks)
+    simulated = sum(c.shape[0] for c in result.checks if c.kind == "simulated")
+    where = (f"verified against Keras on {images} images ({simulated} simulated) at "
+             f"{_sizes([c.shape[1] for c in result.checks])}")
+    worst = f"max |diff| {result.max_abs_diff:.2e}"
+    quant = result.extra.get("quantization")
+    if quant:
+        return f"{where}: PSNR {quant['psnr_db']:.1f} dB >= {quant['min_psnr_db']:g} dB, {worst}"
+    return f"{where}: {worst} <= tolerance {result.tolerance:g}"
+
+
 def export_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, format: str = "onnx", *,
                which: str = "best", opset: int = DEFAULT_OPSET, sizes: Sequence[int] = VERIFY_SIZES,
                tolerance: float = TOLERANCE, overwrite: bool = False, quantize: str | None = None,
-               min_psnr: float | None = None, **kwargs: Any) -> ExportResult:
+               min_psnr: float | None = None, progress: bool = False, **kwargs: Any) -> ExportResult:
     """Export a run folder's network, verify the artefact against Keras, and write it atomically.
 
     Parameters
@@ -163,6 +202,9 @@ def export_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
     min_psnr
         The PSNR budget in dB for ``quantize`` (default 40 for float16, 30
         for int8 and int8-full); an artefact below it is refused and nothing is written.
+    progress
+        Print one line per stage (``[1/4] loading …`` to ``[4/4] wrote …``),
+        as ``dfcan export`` does.
     **kwargs
         ``tflite``: ``fixed_size`` (see :func:`dfcan_tf.export.tflite.write_tflite`);
         ``bioimageio``: passed to :func:`dfcan_tf.export.bioimageio.write_bioimageio`
@@ -193,8 +235,25 @@ def export_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
     check_quantize(format, quantize, min_psnr)
     out = Path(out) if out is not None else default_output(run_dir, format, quantize)
     check_destination(run_dir, out, format, overwrite=overwrite)
+    _say(progress, 1, f"loading {run_dir} ({which} weights) and building the network")
     src = open_run(run_dir, which)
-    common = {"sizes": tuple(sizes), "tolerance": tolerance}
+    if progress:
+        print(f"      {src.config.architecture}, {src.reference.count_params():,} parameters, {src.channels} input "
+              f"channel{'s' if src.channels > 1 else ''}, scale x{src.scale}; weights {src.weights_file}", flush=True)
+    _say(progress, 2, _conversion_text(format, opset, quantize, sizes, kwargs.get("fixed_size"),
+                                       kwargs.get("test_run", True)))
+    result = _write(src, out, format, opset=opset, sizes=tuple(sizes), tolerance=tolerance, quantize=quantize,
+                    min_psnr=min_psnr, **kwargs)
+    _say(progress, 3, _verified_text(result))
+    sha = result.extra.get("sha256")
+    _say(progress, 4, f"wrote {result.path}" + (f" (SHA-256 {sha[:16]}…, recorded with its verification)" if sha else ""))
+    return result
+
+
+def _write(src, out: Path, format: str, *, opset: int, sizes: tuple[int, ...], tolerance: float,
+           quantize: str | None, min_psnr: float | None, **kwargs: Any) -> ExportResult:
+    """Convert, verify and write with the format's writer (nothing is left on disk on failure)."""
+    common = {"sizes": sizes, "tolerance": tolerance}
     if format == "onnx":
         from dfcan_tf.export.onnx import write_onnx
 

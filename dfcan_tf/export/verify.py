@@ -256,7 +256,7 @@ def open_run(run_dir: str | os.PathLike, which: str = "best") -> Source:
                          f"{run_dir}?); export again when it is done")
     if any(not np.all(np.isfinite(np.asarray(w))) for w in run.model.get_weights()):
         raise DfcanError(f"{loaded}: the weights hold NaN or infinite values (the training diverged); "
-                         f"nothing was exported. Use the other checkpoint (--weights) or retrain")
+                         f"nothing was exported. Use the other checkpoint (--which) or retrain")
     portable = with_spectrum(run.model, run.model_config, PORTABLE_SPECTRUM)
     return Source(run, run.model, portable, loaded, after)
 

@@ -82,7 +82,9 @@ def build_dfgan_discriminator(
     def lrelu(t):
         nonlocal act
         act += 1
-        return keras.layers.LeakyReLU(negative_slope=leaky_slope, name=f"lrelu{act}")(t)
+        # LeakyReLU as max(x, slope·x): TF's Grappler remapper fails on Conv2D+BiasAdd+LeakyRelu in the generator
+        # update's graph ("remapper failed: ... LeakyReluGrad") and then optimises none of it.
+        return keras.layers.Lambda(lambda v: keras.ops.maximum(v, leaky_slope * v), name=f"lrelu{act}")(t)
 
     x = lrelu(_conv(head_width, "head_conv")(inputs))
     for i, w in enumerate(widths):
