@@ -115,6 +115,8 @@ def import_weights(weights: str | os.PathLike, run: str | os.PathLike, *, archit
     mapping.apply()
     provenance = {"command": f"dfcan {COMMAND}", "source": weights.name, "sha256": digest,
                   "layers": len(mapping.matches), "parameters": mapping.n_parameters, **mapping.file.attrs}
+    log(f"all {len(mapping.matches)} layers and {mapping.n_parameters:,} parameters match; writing {run} "
+        f"(the receptive field is measured for tiling: up to a few minutes on a CPU for the DFGAN generator)")
     _write(run, model, config, provenance, pixel_size_nm)
     if sha256(weights) != digest:
         raise DfcanError(f"{weights}: the file changed while it was imported; import it again")
