@@ -82,39 +82,106 @@ def _local_max(d: np.ndarray, min_drop: float = 5e-4) -> int:
     return 0
 
 
-def _peak(d: np.ndarray, grid: np.ndarray, min_amplitude: float) -> tuple[float, float]:
-    """(position, amplitude) of a curve's decorrelation peak; (0, 0) if none or below ``min_amplitude``."""
-    i = _local_max(d)
-    if i == 0 or d[i] < min_amplitude:
-        return 0.0, 0.0
-    return float(grid[i]), float(d[i])
-
-
 class _RadialSums:
-    """Bins of a spectrum sorted by radius, to evaluate d(r) at many radii cheaply."""
+    """The spectrum's bins sorted by radius, to evaluate d(r) at any radius cheaply.
 
-    def __init__(self, radius: np.ndarray):
-        self.order = np.argsort(radius, axis=None)
-        self.r_sorted = radius.ravel()[self.order]
+    With the normalised spectrum Iₙ = I/|I| the numerator Σ Re(I·conj(Iₙ·M))
+    of d(r) is Σ_{|k|<r} |I| and Σ|Iₙ·M|² is the number of bins inside r, so
+    one cumulative sum over the bins sorted by radius gives d at every radius.
+    A real high-pass filter H multiplies only I, not Iₙ.
+    """
 
-    def decorrelation(self, amp: np.ndarray, radii: np.ndarray, weight: np.ndarray | None = None) -> np.ndarray:
-        """d(r) for all ``radii`` at once.
+    def __init__(self, radius: np.ndarray, amp: np.ndarray):
+        # Only the disc r <= 1 (Nyquist) enters, normalisation included: the corners of the
+        # spectrum are not on the curve, and high-pass filtering would otherwise weight their noise most.
+        inside = radius.ravel() <= 1.0
+        r = radius.ravel()[inside]
+        order = np.argsort(r)
+        self.r_sorted = r[order]
+        self.amp_sorted = np.asarray(amp, dtype=np.float64).ravel()[inside][order]
+        # (π·f)² with f in cycles/pixel (radius 1 = 0.5 cycles/pixel), for the Gaussian high-pass.
+        self.pi_f2 = (np.pi * self.r_sorted / 2.0) ** 2
 
-        With the normalised spectrum Iₙ = I/|I| the numerator Σ Re(I·conj(Iₙ·M))
-        is Σ_{|k|<r} |I| and Σ|Iₙ·M|² is the number of bins inside r, so
-        cumulative sums over the bins sorted by radius give every d(r) in one
-        pass. A real high-pass filter H multiplies only I, not Iₙ.
-        """
-        a = amp if weight is None else amp * weight
-        norm = math.sqrt(float(np.sum(a * a)))
-        if norm == 0.0:
-            return np.zeros_like(radii)
-        cum = np.cumsum(a.ravel()[self.order])
-        idx = np.searchsorted(self.r_sorted, radii, side="left")  # bins strictly inside r
+    def curve(self, sigma: float | None = None) -> _Curve:
+        """d(r) of the spectrum high-passed by ``1 - exp(-2π²σ²f²)`` (``sigma`` in pixels; None: unfiltered)."""
+        a = self.amp_sorted if sigma is None else self.amp_sorted * -np.expm1(-2.0 * sigma * sigma * self.pi_f2)
+        return _Curve(self.r_sorted, np.cumsum(a), math.sqrt(float(np.dot(a, a))))
+
+
+class _Curve:
+    """d(r) of one (filtered) spectrum, exact at any radius (a step function of the bin radii)."""
+
+    def __init__(self, r_sorted: np.ndarray, cum: np.ndarray, norm: float):
+        self.r_sorted, self.cum, self.norm = r_sorted, cum, norm
+
+    def __call__(self, radii: np.ndarray) -> np.ndarray:
+        radii = np.asarray(radii, dtype=np.float64)
         d = np.zeros_like(radii)
+        if self.norm == 0.0:
+            return d
+        idx = np.searchsorted(self.r_sorted, radii, side="left")  # bins strictly inside r
         ok = idx > 0
-        d[ok] = cum[idx[ok] - 1] / (norm * np.sqrt(idx[ok]))
+        d[ok] = self.cum[idx[ok] - 1] / (self.norm * np.sqrt(idx[ok]))
         return d
+
+    def peak(self, grid: np.ndarray, min_amplitude: float, min_drop: float = 5e-4,
+             n_fine: int = 32) -> tuple[float, float]:
+        """(position, amplitude) of the decorrelation peak, located continuously; (0, 0) if none.
+
+        The peak is found on ``grid`` (Descloux et al.'s local-maximum rule,
+        :func:`_local_max`), then located on ``n_fine`` samples per grid step
+        over three steps either side: the maximum d_max within one step of the
+        grid peak, then the centroid, weighted by ``d - (d_max - min_drop)``,
+        of the contiguous top around it within ``min_drop`` (values closer
+        than the rule's own significance are not told apart). On a sharp peak
+        that is the maximum; on a flat top, its middle rather than whichever
+        end noise favours; a rise of the curve after the peak's dip (noise
+        under a strong high-pass) is never part of it. The position varies
+        continuously with the image instead of snapping to a grid.
+        """
+        d = self(grid)
+        i = _local_max(d, min_drop)
+        if i == 0 or d[i] < min_amplitude:
+            return 0.0, 0.0
+        lo, hi = grid[max(i - 3, 0)], grid[min(i + 3, grid.size - 1)]
+        fine = np.linspace(lo, hi, int(round((hi - lo) / (grid[1] - grid[0]))) * n_fine + 1)
+        df = self(fine)
+        # The maximum near the grid peak, then the contiguous top around it: the curve may rise
+        # again past the peak's dip (noise under a high-pass), and that rise is not the peak.
+        near = np.nonzero((fine >= grid[i - 1]) & (fine <= grid[i + 1]))[0]
+        j = int(near[np.argmax(df[near])])
+        floor = df[j] - min_drop
+        a, b = j, j
+        while a > 0 and df[a - 1] >= floor:
+            a -= 1
+        while b < fine.size - 1 and df[b + 1] >= floor:
+            b += 1
+        w = df[a:b + 1] - floor
+        return float(np.dot(w, fine[a:b + 1]) / w.sum()), float(df[j])
+
+
+_GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
+
+
+def _golden_max(f, lo: float, hi: float, n_iter: int) -> list[tuple[float, float]]:
+    """Golden-section search for the maximum of ``f`` on [lo, hi]; every (x, f(x)) it evaluated."""
+    seen = []
+    a, b = lo, hi
+    c, d = b - _GOLDEN * (b - a), a + _GOLDEN * (b - a)
+    fc, fd = f(c), f(d)
+    seen += [(c, fc), (d, fd)]
+    for _ in range(n_iter):
+        if fc >= fd:
+            b, d, fd = d, c, fc
+            c = b - _GOLDEN * (b - a)
+            fc = f(c)
+            seen.append((c, fc))
+        else:
+            a, c, fc = c, d, fd
+            d = a + _GOLDEN * (b - a)
+            fd = f(d)
+            seen.append((d, fd))
+    return seen
 
 
 def decorrelation_curve(image: np.ndarray, *, n_radii: int = 50) -> tuple[np.ndarray, np.ndarray]:
@@ -127,9 +194,9 @@ def decorrelation_curve(image: np.ndarray, *, n_radii: int = 50) -> tuple[np.nda
         image with its phase-only spectrum low-passed at that radius.
     """
     x = _check_image(image, "decorrelation analysis")
-    spec = np.fft.fft2(_edge_apodize(x))
+    amp = np.abs(np.fft.fft2(_edge_apodize(x)))
     radii = np.linspace(0.0, 1.0, n_radii + 1)[1:]
-    return radii, _RadialSums(_radial_grid(x.shape)).decorrelation(np.abs(spec), radii)
+    return radii, _RadialSums(_radial_grid(x.shape), amp).curve()(radii)
 
 
 def decorrelation_resolution(
@@ -139,6 +206,7 @@ def decorrelation_resolution(
     n_radii: int = 50,
     n_filters: int = 10,
     min_amplitude: float = 0.05,
+    n_refine: int = 16,
     return_details: bool = False,
 ) -> float | tuple[float, dict]:
     """Image resolution by decorrelation analysis (Descloux et al., Nature Methods 2019).
@@ -146,12 +214,15 @@ def decorrelation_resolution(
     The image (mean removed, edges apodised) is correlated with its own
     phase-only spectrum restricted to a disc of radius r; the curve d(r) peaks
     where signal gives way to noise. The search is repeated on the spectrum
-    high-pass filtered by ``1 - exp(-2π²σ²f²)`` for ``n_filters`` Gaussian
-    widths σ spaced geometrically from ``2 / r₀`` pixels (r₀: peak without
-    filtering) down to 0.15 pixels, then refined (4× finer radii) between the
-    widths that gave the highest cut-off and the best compromise sqrt(r·A).
+    high-pass filtered by ``1 - exp(-2π²σ²f²)``: a coarse sweep of
+    ``n_filters`` Gaussian widths σ spaced geometrically from ``2 / r₀``
+    pixels (r₀: peak without filtering) down to 0.15 pixels, then a
+    golden-section search (``n_refine`` steps) of log σ between the coarse
+    neighbours of the width that gave the highest peak position. Each peak is
+    found on ``n_radii`` radii and then located continuously between them
+    (:meth:`_Curve.peak`), so the cut-off is not quantised by either grid.
     Peaks lower than ``min_amplitude`` (0.05, the paper's SNR floor) are
-    rejected as unphysical. The cut-off k_c is the highest remaining peak
+    rejected as unphysical. The cut-off k_c is the highest accepted peak
     position and the resolution is ``2 · pixel_size / k_c`` (k_c = 1 is the
     Nyquist frequency).
 
@@ -162,15 +233,18 @@ def decorrelation_resolution(
     pixel_size_nm
         Pixel size of ``image`` in nm.
     n_radii
-        Sampling of r in (0, 1]; the refinement samples 4× finer.
+        Sampling of r in (0, 1] for the peak search.
     n_filters
-        Number of high-pass widths per pass.
+        Number of high-pass widths in the coarse sweep (at least 3).
     min_amplitude
         Smallest peak height (correlation coefficient) accepted as signal.
+    n_refine
+        Golden-section steps on the filter width (0: coarse sweep only).
     return_details
         Also return a dict with ``kc``, ``snr`` (peak amplitude A₀ of the
         unfiltered curve), ``radii`` and ``d`` (unfiltered curve), ``sigmas``
-        and ``peaks`` ((r, A) of each high-pass curve of the first pass).
+        and ``peaks`` ((r, A) of each high-pass curve of the coarse sweep),
+        ``sigma_kc`` (the width that gave k_c; 0 for the unfiltered curve).
 
     Returns
     -------
@@ -179,43 +253,40 @@ def decorrelation_resolution(
     """
     if not pixel_size_nm or pixel_size_nm <= 0:
         raise DfcanError(f"pixel size must be positive. Received: pixel_size_nm={pixel_size_nm}")
+    if n_filters < 3:
+        raise DfcanError(f"decorrelation analysis needs n_filters >= 3. Received: n_filters={n_filters}")
     x = _check_image(image, "decorrelation analysis")
     amp = np.abs(np.fft.fft2(_edge_apodize(x)))
-    radius = _radial_grid(x.shape)
     radii = np.linspace(0.0, 1.0, n_radii + 1)[1:]
-    sums = _RadialSums(radius)
+    sums = _RadialSums(_radial_grid(x.shape), amp)
 
-    d0 = sums.decorrelation(amp, radii)
-    r0, a0 = _peak(d0, radii, min_amplitude)
+    unfiltered = sums.curve()
+    d0 = unfiltered(radii)
+    r0, a0 = unfiltered.peak(radii, min_amplitude)
 
-    # Frequency of each bin in cycles/pixel for the Gaussian high-pass.
-    f2 = (radius / 2.0) ** 2
-
-    def peak_for(sigma: float, grid: np.ndarray) -> tuple[float, float]:
-        weight = 1.0 - np.exp(-2.0 * np.pi**2 * sigma**2 * f2)
-        return _peak(sums.decorrelation(amp, grid, weight), grid, min_amplitude)
+    def peak_for(sigma: float) -> tuple[float, float]:
+        return sums.curve(sigma).peak(radii, min_amplitude)
 
     sigma_max = 2.0 / r0 if r0 > 0 else max(x.shape) / 2.0
-    sigmas = np.exp(np.linspace(np.log(sigma_max), np.log(0.15), n_filters))
-    peaks = [peak_for(s, radii) for s in sigmas]
-    best_r = max([r0, *(r for r, _ in peaks)])
-
-    # Refinement: 4x finer radii, and widths spanning the filters that gave the
-    # highest cut-off and the best geometric mean sqrt(r·A) (resolution and SNR).
+    log_sigmas = np.linspace(math.log(sigma_max), math.log(0.15), n_filters)
+    sigmas = np.exp(log_sigmas)
+    peaks = [peak_for(s) for s in sigmas]
+    # Every (σ, r) tried: the coarse sweep, then a golden-section search of log σ between the
+    # coarse neighbours of the width with the highest peak (past the finest width, one step further).
+    tried = [(float(s), r) for s, (r, _) in zip(sigmas, peaks) if r > 0]
     found = [i for i, (r, _) in enumerate(peaks) if r > 0]
-    if found:
-        i_max = max(found, key=lambda i: peaks[i][0])
-        i_gm = max(found, key=lambda i: peaks[i][0] * peaks[i][1])
-        lo_i, hi_i = min(i_max, i_gm), max(i_max, i_gm)
-        hi_sigma = sigmas[max(lo_i - 1, 0)]
-        lo_sigma = sigmas[min(hi_i + 1, n_filters - 1)]
-        fine = np.linspace(0.0, 1.0, 4 * n_radii + 1)[1:]
-        refine_sigmas = np.exp(np.linspace(np.log(hi_sigma), np.log(lo_sigma), n_filters))
-        best_r = max([best_r, *(peak_for(s, fine)[0] for s in refine_sigmas)])
+    if found and n_refine > 0:
+        i = max(found, key=lambda k: peaks[k][0])
+        lo = log_sigmas[i + 1] if i + 1 < n_filters else log_sigmas[i] - (log_sigmas[0] - log_sigmas[1])
+        hi = log_sigmas[i - 1] if i > 0 else log_sigmas[0]
+        tried += [(math.exp(v), r) for v, r in _golden_max(lambda v: peak_for(math.exp(v))[0], lo, hi, n_refine)
+                  if r > 0]
+    best_r, best_sigma = max([(r0, 0.0)] + [(r, sigma) for sigma, r in tried])
 
     resolution = 2.0 * float(pixel_size_nm) / best_r if best_r > 0 else float("inf")
     if return_details:
-        return resolution, {"kc": best_r, "snr": a0, "radii": radii, "d": d0, "peaks": peaks, "sigmas": sigmas}
+        return resolution, {"kc": best_r, "snr": a0, "radii": radii, "d": d0, "peaks": peaks, "sigmas": sigmas,
+                            "sigma_kc": best_sigma}
     return resolution
 
 
