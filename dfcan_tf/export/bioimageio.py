@@ -8,6 +8,12 @@ described in the card). Descriptions and citations come from the registry
 (:func:`dfcan_tf.nets.registry.get`), so any registered network exports. The
 package is validated with ``bioimageio.spec`` and test-run with
 ``bioimageio.core`` before it is kept.
+
+Nothing in the package names a local path: the run's configuration is
+written with every path reduced to its last component (:func:`portable`),
+the run folder by its name only. The training data are described from what
+the run folder records (:func:`training_data`: BioSR, the data
+``dfcan simulate`` writes, or "not recorded").
 """
 
 from __future__ import annotations
@@ -21,10 +27,23 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import tifffile
 
 from dfcan_tf import safety
 from dfcan_tf.errors import DfcanError
 from dfcan_tf.export import verify
+from dfcan_tf.export.bioimageio_meta import (
+    BIOSR_DOI,
+    GIT_REPO_PLACEHOLDER,
+    VALIDATION_PINS,
+    architecture_of,
+    citation,
+    cites,
+    data_origin,
+    package_metadata,
+    portable,
+    training_data,
+)
 from dfcan_tf.export.onnx import DEFAULT_OPSET, to_onnx_proto
 from dfcan_tf.export.records import record, sha256_of
 from dfcan_tf.export.saved_model import save
@@ -36,24 +55,6 @@ from dfcan_tf.inference.backends import (
 )
 
 BIOIMAGEIO_TEST_SIZE = 64
-
-
-def _architecture(cfg: Any):
-    from dfcan_tf.nets import registry
-
-    return registry.get(cfg.architecture)
-
-
-def citation(cfg: Any) -> dict[str, str]:
-    """bioimage.io ``cite`` entry of the network's source paper (from the registry)."""
-    paper = _architecture(cfg).paper
-    text = ". ".join(str(paper[k]) for k in ("authors", "title", "venue") if paper.get(k))
-    if paper.get("year"):
-        text += f" ({paper['year']})"
-    entry = {"text": text + "." if text else _architecture(cfg).description or cfg.architecture}
-    if paper.get("doi"):
-        entry["doi"] = paper["doi"]
-    return entry
 
 
 def preprocessing(normalization: dict[str, Any]) -> list[dict[str, Any]]:
@@ -70,7 +71,8 @@ def preprocessing(normalization: dict[str, Any]) -> list[dict[str, Any]]:
     return ops
 
 
-def _model_card(src: verify.Source, name: str, checks: dict[str, list[verify.Check]], opset: int) -> str:
+def _model_card(src: verify.Source, name: str, checks: dict[str, list[verify.Check]], opset: int,
+                origin: str) -> str:
     import keras
     import tensorflow as tf
 
@@ -78,9 +80,9 @@ def _model_card(src: verify.Source, name: str, checks: dict[str, list[verify.Che
     from dfcan_tf.nets import registry
 
     cfg = src.config
-    arch = _architecture(cfg)
-    train = src.run.config.get("train") or {}
-    data = src.run.data
+    arch = architecture_of(cfg)
+    train = portable(src.run.config.get("train") or {})
+    data = portable(dict(src.run.data))
     task = data.get("task", "sim" if cfg.input_channels > 1 else "sisr")
     norm = src.normalization()
     lines = [
@@ -123,6 +125,30 @@ def _model_card(src: verify.Source, name: str, checks: dict[str, list[verify.Che
     ]
     for fmt, cs in checks.items():
         lines.append(f"- {fmt}: " + ", ".join(f"{c.kind} {c.shape[1]}x{c.shape[2]} {c.max_abs_diff:.1e}" for c in cs))
+    described = training_data(src, origin)
+    lines += ["", "## Training data", "", described["description"] + "."]
+    if origin == "biosr":
+        lines.append(f"BioSR: https://doi.org/{BIOSR_DOI}")
+    elif origin == "simulated":
+        lines += ["The simulator (dfcan_tf docs/data.md#simulator) draws CCPs, microtubules, ER or F-actin,",
+                  "images them through the OTF of a circular pupil (NA 1.3, 525 nm) with sinusoidal SIM",
+                  "illumination onto 62.6 nm camera pixels with Poisson, read and background noise, and",
+                  "makes GT-SIM targets through an OTF of scale x the detection support at 1,000 photons.",
+                  "No real cell images were used."]
+    if data.get("path"):
+        lines.append(f"Training folder (name only): `{data['path']}`.")
+    lines += [
+        "", "## Validating this package", "",
+        "In a fresh Python 3.11 virtual environment:", "",
+        "```",
+        f"pip install {VALIDATION_PINS}",
+        "bioimageio validate-format bioimageio.zip   # the description, format 0.5",
+        "bioimageio test bioimageio.zip              # runs the weights on the test tensors",
+        "```", "",
+        "pydantic is pinned because pydantic 2.14 breaks bioimageio.spec 0.5.12's file serializer, while",
+        "bioimageio.spec 0.5.12.0 asks only for pydantic<3,>=2.10.3, so pip would otherwise install it.",
+        "`bioimageio test` also needs `onnxruntime` and/or `tensorflow` for the weight formats it runs.",
+    ]
     cite = citation(cfg)
     lines += ["", "## Reference", "", cite["text"]]
     if "doi" in cite:
@@ -144,8 +170,11 @@ def _cover(x: np.ndarray, y: np.ndarray, path: Path) -> None:
     iio.imwrite(path, (np.clip(pair, 0, 1) * 255).astype(np.uint8))
 
 
-def _rdf(src: verify.Source, name: str, authors: list[dict], opset: int) -> dict:
+def _rdf(src: verify.Source, name: str, authors: list[dict], opset: int, *, origin: str,
+         maintainers: list[dict], git_repo: str) -> dict:
     import tensorflow as tf
+
+    from dfcan_tf import __version__
 
     cfg = src.config
     pixel_um = float(src.run.data.get("pixel_size_nm", 62.6)) / 1000.0
@@ -157,15 +186,20 @@ def _rdf(src: verify.Source, name: str, authors: list[dict], opset: int) -> dict
         "format_version": "0.5.4",
         "type": "model",
         "name": name,
-        "description": (f"{_architecture(cfg).description or cfg.architecture} super-resolution "
+        "description": (f"{architecture_of(cfg).description or cfg.architecture} super-resolution "
                         f"({c} channel(s) in, x{cfg.scale}), exported by dfcan_tf"),
         "authors": authors,
-        "cite": [citation(cfg)],
+        "cite": cites(cfg),
         "license": "BSD-3-Clause",
         "tags": ["super-resolution", "fluorescence-light-microscopy", "structured-illumination-microscopy",
                  cfg.architecture.replace("_", "-"), "2d", "onnx", "tensorflow"],
         "documentation": "README.md",
         "covers": ["cover.png"],
+        "version": __version__,
+        "version_comment": f"exported by dfcan_tf {__version__}",
+        "git_repo": git_repo,
+        **({"maintainers": maintainers} if maintainers else {}),
+        "training_data": training_data(src, origin),
         "inputs": [{
             "id": INPUT_NAME,
             "description": f"raw image, any intensity range; normalised as in training ({norm['mode']})",
@@ -176,6 +210,7 @@ def _rdf(src: verify.Source, name: str, authors: list[dict], opset: int) -> dict
                 {"type": "channel", "channel_names": channel_names},
             ],
             "test_tensor": {"source": "test_input.npy"},
+            "sample_tensor": {"source": "sample_input.tif"},
             "data": {"type": "float32"},
             "preprocessing": preprocessing(norm),
         }],
@@ -191,6 +226,7 @@ def _rdf(src: verify.Source, name: str, authors: list[dict], opset: int) -> dict
                 {"type": "channel", "channel_names": ["super_resolution"]},
             ],
             "test_tensor": {"source": "test_output.npy"},
+            "sample_tensor": {"source": "sample_output.tif"},
             "data": {"type": "float32"},
             # No post-processing op: a sample-statistics `scale_range` on the output fails in
             # bioimageio.core 0.11 (it computes output statistics during pre-processing).
@@ -209,7 +245,7 @@ def _rdf(src: verify.Source, name: str, authors: list[dict], opset: int) -> dict
                 "comment": "converted with tf2onnx; dynamic batch, height and width",
             },
         },
-        "config": {"dfcan_tf": src.metadata()},
+        "config": {"dfcan_tf": package_metadata(src)},
     }
 
 
@@ -239,7 +275,8 @@ def _check_package(package: Path, *, test_run: bool, workdir: Path) -> None:
 def write_bioimageio(src: verify.Source, out: Path, *, opset: int = DEFAULT_OPSET, sizes=verify.VERIFY_SIZES,
                      tolerance: float = verify.TOLERANCE, name: str | None = None,
                      authors: Sequence[dict] | None = None, test_size: int = BIOIMAGEIO_TEST_SIZE,
-                     test_run: bool = True) -> verify.ExportResult:
+                     test_run: bool = True, maintainers: Sequence[dict] | None = None,
+                     git_repo: str | None = None, origin: str | None = None) -> verify.ExportResult:
     """Write a bioimage.io package of ``src`` to ``out`` (.zip), verified, validated and test-run, and record it.
 
     Both weight formats are verified against Keras as the ONNX and SavedModel
@@ -257,12 +294,30 @@ def write_bioimageio(src: verify.Source, out: Path, *, opset: int = DEFAULT_OPSE
         Side of the test input tensor (a simulated image).
     test_run
         Run ``bioimageio.core``'s model test (every weight format, several sizes).
+    maintainers
+        ``[{"github_user": ..., "name": ...}]``. The spec requires a GitHub user
+        name and checks it online (offline, only names it already knows pass);
+        default: the ``authors`` that give one, else the field is left out
+        (no name is invented).
+    git_repo
+        URL of the repository (default :data:`GIT_REPO_PLACEHOLDER`: dfcan_tf
+        has no published one).
+    origin
+        ``"biosr"``, ``"simulated"`` or ``"unknown"`` training data (default
+        :func:`data_origin` of the run's data section).
     """
     from dfcan_tf.data.normalize import Normalizer
 
     cfg = src.config
     name = name or f"{cfg.architecture} x{cfg.scale} {cfg.input_channels}-channel {Path(src.run.path).resolve().name}"
     authors = list(authors or [{"name": "dfcan_tf contributors"}])
+    if maintainers is None:
+        maintainers = [{k: a[k] for k in ("name", "github_user") if a.get(k)} for a in authors if a.get("github_user")]
+    maintainers = list(maintainers)
+    git_repo = git_repo or GIT_REPO_PLACEHOLDER
+    if origin not in (None, "biosr", "simulated", "unknown"):
+        raise DfcanError(f"training data origin must be 'biosr', 'simulated' or 'unknown'. Received: {origin!r}")
+    origin = origin or data_origin(dict(src.run.data))
     reference = verify.keras_reference(src.reference)
     normalizer = Normalizer.from_config(src.normalization())
     with verify.staged(out) as tmp, tempfile.TemporaryDirectory(prefix=f"{safety.PART_PREFIX}bioimageio-",
@@ -273,7 +328,7 @@ def write_bioimageio(src: verify.Source, out: Path, *, opset: int = DEFAULT_OPSE
         checks["tensorflow_saved_model_bundle"] = verify.compare(
             saved_model_runner(work / "saved_model"), reference, src.channels, src.scale, sizes, tolerance,
             what=f"bioimage.io SavedModel weights of {src.run.path}", twin=src.twin())
-        proto = to_onnx_proto(src.portable, src.channels, opset=opset, metadata=src.metadata())
+        proto = to_onnx_proto(src.portable, src.channels, opset=opset, metadata=package_metadata(src))
         (work / "weights.onnx").write_bytes(proto.SerializeToString())
         checks["onnx"] = verify.compare(onnx_runner(work / "weights.onnx"), reference, src.channels, src.scale,
                                         sizes, tolerance, what=f"bioimage.io ONNX weights of {src.run.path}",
@@ -286,13 +341,18 @@ def write_bioimageio(src: verify.Source, out: Path, *, opset: int = DEFAULT_OPSE
         expected = reference(normalizer.normalize(raw, (1, 2, 3)))
         np.save(work / "test_input.npy", raw)
         np.save(work / "test_output.npy", expected)
+        # Sample tensors (spec: readable by imageio, not .npy): the same pair as float32 TIFF,
+        # axes y, x, channel (input) and y, x (output).
+        tifffile.imwrite(work / "sample_input.tif", raw[0], photometric="minisblack", planarconfig="contig")
+        tifffile.imwrite(work / "sample_output.tif", expected[0, ..., 0], photometric="minisblack")
         _cover(raw[0], expected[0], work / "cover.png")
-        (work / "README.md").write_text(_model_card(src, name, checks, opset))
+        (work / "README.md").write_text(_model_card(src, name, checks, opset, origin))
+        rdf = _rdf(src, name, authors, opset, origin=origin, maintainers=maintainers, git_repo=git_repo)
         # JSON is valid YAML; no YAML writer needed.
-        (work / "rdf.yaml").write_text(json.dumps(_rdf(src, name, authors, opset), indent=2) + "\n")
+        (work / "rdf.yaml").write_text(json.dumps(rdf, indent=2) + "\n")
         with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
             for member in ("rdf.yaml", "README.md", "cover.png", "weights.onnx", "tf_saved_model.zip",
-                           "test_input.npy", "test_output.npy"):
+                           "test_input.npy", "test_output.npy", "sample_input.tif", "sample_output.tif"):
                 zf.write(work / member, member)
         _check_package(tmp, test_run=test_run, workdir=work)
         sha = sha256_of(tmp)
