@@ -194,3 +194,23 @@ def test_portable_reduces_every_path_to_its_name():
             "c": {"d": "file:///tmp/z"}, "e": "minmax", "f": 62.6, "g": "x/y"}
     assert portable(tree) == {"a": "mt_patches", "b": ["y.npz", "run", "d"], "c": {"d": "z"}, "e": "minmax",
                               "f": 62.6, "g": "x/y"}
+
+
+def test_maintainers_come_from_the_caller_never_invented():
+    """No GitHub user, no maintainer; given ones pass through and satisfy the spec's Maintainer (checked with
+    io checks on, offline, with a user name bioimageio.spec itself lists as known)."""
+    from bioimageio.spec import ValidationContext
+    from bioimageio.spec.generic.v0_3 import Maintainer
+
+    from dfcan_tf.errors import DfcanError
+    from dfcan_tf.export.bioimageio_meta import maintainer_entries
+
+    assert maintainer_entries([{"name": "dfcan_tf contributors"}]) == []
+    authors = [{"name": "A", "affiliation": "X"}, {"name": "B Bot", "github_user": "bioimageiobot"}]
+    assert maintainer_entries(authors) == [{"name": "B Bot", "github_user": "bioimageiobot"}]
+    given = maintainer_entries(authors, [{"github_user": "bioimageiobot"}])
+    assert given == [{"github_user": "bioimageiobot"}]
+    with ValidationContext(perform_io_checks=True):
+        assert Maintainer.model_validate(given[0]).github_user == "bioimageiobot"
+    with pytest.raises(DfcanError, match="github_user"):
+        maintainer_entries(authors, [{"name": "No Handle"}])

@@ -40,6 +40,7 @@ from dfcan_tf.export.bioimageio_meta import (
     citation,
     cites,
     data_origin,
+    maintainer_entries,
     package_metadata,
     portable,
     training_data,
@@ -311,9 +312,7 @@ def write_bioimageio(src: verify.Source, out: Path, *, opset: int = DEFAULT_OPSE
     cfg = src.config
     name = name or f"{cfg.architecture} x{cfg.scale} {cfg.input_channels}-channel {Path(src.run.path).resolve().name}"
     authors = list(authors or [{"name": "dfcan_tf contributors"}])
-    if maintainers is None:
-        maintainers = [{k: a[k] for k in ("name", "github_user") if a.get(k)} for a in authors if a.get("github_user")]
-    maintainers = list(maintainers)
+    maintainers = maintainer_entries(authors, maintainers)
     git_repo = git_repo or GIT_REPO_PLACEHOLDER
     if origin not in (None, "biosr", "simulated", "unknown"):
         raise DfcanError(f"training data origin must be 'biosr', 'simulated' or 'unknown'. Received: {origin!r}")

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from dfcan_tf.errors import DfcanError
 from dfcan_tf.export import verify
 from dfcan_tf.nets.dfcan import PAPER as DFCAN_PAPER
 
@@ -150,6 +152,22 @@ def training_data(src: verify.Source, origin: str | None = None) -> dict[str, An
             "authors": [{"name": "dfcan_tf contributors"}],
             "cite": [{"text": "Qiao C. et al. Nature Methods 18, 194-202 (2021), the paper dfcan_tf "
                               "implements.", "doi": DFCAN_DOI}]}
+
+
+def maintainer_entries(authors: Sequence[dict], maintainers: Sequence[dict] | None = None) -> list[dict]:
+    """bioimage.io ``maintainers``: those given, else the ``authors`` that give a ``github_user``.
+
+    Each needs a GitHub user name (the spec checks it online); an entry
+    without one raises :class:`DfcanError`. No name is ever made up: with
+    none, the list is empty and the field is left out of the package.
+    """
+    if maintainers is None:
+        return [{k: a[k] for k in ("name", "github_user") if a.get(k)} for a in authors if a.get("github_user")]
+    out = [dict(m) for m in maintainers]
+    missing = [m for m in out if not str(m.get("github_user") or "").strip()]
+    if missing:
+        raise DfcanError(f"a bioimage.io maintainer needs a GitHub user name ('github_user'). Received: {missing}")
+    return out
 
 
 def cites(cfg: Any) -> list[dict[str, str]]:
