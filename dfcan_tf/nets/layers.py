@@ -32,7 +32,9 @@ formulation and given the same weights (see :func:`dfcan_tf.nets.dfcan.with_spec
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 
 import keras
 import tensorflow as tf
@@ -40,6 +42,21 @@ import tensorflow as tf
 PACKAGE = "dfcan_tf"
 _INV_SQRT2 = 1.0 / math.sqrt(2.0)
 SPECTRUM_METHODS = ("fft", "dft")
+
+# Training speed-ups (docs/training.md#speed): hand-written gradients for GELU
+# and the FFT spectrum. Same functions; off only to measure or test against
+# plain autodiff of the reference formulas (:func:`reference_gradients`).
+_FAST_GRADIENTS = [True]
+
+
+@contextlib.contextmanager
+def reference_gradients() -> Iterator[None]:
+    """Within this block, layers *traced* use autodiff of the plain formulas (GELU's erf form, ``fft2d`` + ``Pow``)."""
+    _FAST_GRADIENTS.append(False)
+    try:
+        yield
+    finally:
+        _FAST_GRADIENTS.pop()
 
 
 def gelu(x: tf.Tensor) -> tf.Tensor:
@@ -51,12 +68,46 @@ def gelu(x: tf.Tensor) -> tf.Tensor:
     return 0.5 * x * (1.0 + tf.math.erf(x * _INV_SQRT2))
 
 
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+@tf.function(jit_compile=True, reduce_retracing=True)
+def _gelu_fused(x: tf.Tensor) -> tf.Tensor:
+    return x * (0.5 * (1.0 + tf.math.erf(x * _INV_SQRT2)))
+
+
+@tf.function(jit_compile=True, reduce_retracing=True)
+def _gelu_grad_fused(x: tf.Tensor, upstream: tf.Tensor) -> tf.Tensor:
+    cdf = 0.5 * (1.0 + tf.math.erf(x * _INV_SQRT2))
+    return upstream * (cdf + x * (_INV_SQRT_2PI * tf.exp(-0.5 * tf.square(x))))
+
+
+@tf.custom_gradient
+def gelu_trained(x: tf.Tensor):
+    """:func:`gelu` for training: one fused pass forward, one backward.
+
+    The same function; its derivative ``Φ(x) + x·φ(x)`` is written out, and
+    both passes are compiled by XLA into a single element-wise loop each, so a
+    GELU costs two reads of its input instead of the dozen element-wise passes
+    autodiff makes of the erf form (XLA's ``erf`` differs from TF's kernel by
+    ≤ 1e-6; ``docs/training.md#speed``).
+    """
+    def grad(upstream):
+        return _gelu_grad_fused(x, upstream)
+
+    return _gelu_fused(x), grad
+
+
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class GELU(keras.layers.Layer):
-    """Exact (erf) GELU activation, as in the authors' code."""
+    """Exact (erf) GELU activation, as in the authors' code.
 
-    def call(self, inputs):
-        return gelu(inputs)
+    In training the derivative is hand-written (:func:`gelu_trained`); inference
+    and export trace the plain erf form (:func:`gelu`), which every converter knows.
+    """
+
+    def call(self, inputs, training=None):
+        return gelu_trained(inputs) if training and _FAST_GRADIENTS[-1] else gelu(inputs)
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -72,6 +123,103 @@ def _fft_magnitude(x: tf.Tensor, gamma: float) -> tf.Tensor:
     spectrum = tf.signal.fft2d(tf.complex(xt, tf.zeros_like(xt)))
     mag = tf.pow(tf.abs(spectrum) + 1e-8, gamma)
     return tf.cast(tf.transpose(mag, [0, 2, 3, 1]), x.dtype)
+
+
+def _split_rows(x: tf.Tensor, at: tf.Tensor, axis: int) -> tuple[tf.Tensor, tf.Tensor]:
+    """``x`` cut along ``axis`` (1, 2 or 3 of a 4-D tensor) before index ``at``: plain ``Slice`` ops (cheap to run and to differentiate)."""
+    shape = tf.shape(x)
+    begin, size = [0, 0, 0, 0], tf.unstack(shape)
+    first_size = list(size)
+    first_size[axis] = at
+    second_begin = list(begin)
+    second_begin[axis] = at
+    second_size = list(size)
+    second_size[axis] = shape[axis] - at
+    return tf.slice(x, begin, tf.stack(first_size)), tf.slice(x, tf.stack(second_begin), tf.stack(second_size))
+
+
+def _mirror_half(half: tf.Tensor, width: tf.Tensor) -> tf.Tensor:
+    """The full (N, C, H, W) spectrum from its half (N, C, H, W//2 + 1): ``full[k1, k2] = half[−k1 mod H, W − k2]`` beyond W//2."""
+    doubled = width - width // 2 - 1  # columns 1 … ⌈W/2⌉ − 1 stand for two frequencies
+    _, rest = _split_rows(half, 1, 3)
+    rest, _ = _split_rows(rest, doubled, 3)
+    row0, rows = _split_rows(tf.reverse(rest, axis=[3]), 1, 2)
+    return tf.concat([half, tf.concat([row0, tf.reverse(rows, axis=[2])], axis=2)], axis=3)
+
+
+def _fold_full(full: tf.Tensor, width: tf.Tensor) -> tf.Tensor:
+    """The adjoint of :func:`_mirror_half`: a full (N, C, H, W) gradient summed onto the half spectrum."""
+    n_half = width // 2 + 1
+    doubled = width - n_half
+    half, rest = _split_rows(full, n_half, 3)
+    row0, rows = _split_rows(rest, 1, 2)
+    back = tf.reverse(tf.concat([row0, tf.reverse(rows, axis=[2])], axis=2), axis=[3])
+    return half + tf.pad(back, [[0, 0], [0, 0], [0, 0], [1, n_half - 1 - doubled]])
+
+
+def _unshift(x: tf.Tensor) -> tf.Tensor:
+    """The inverse of :func:`quadrant_shift` (the same for even sizes; the other split for odd ones)."""
+    shape = tf.shape(x)
+    top, bottom = _split_rows(x, shape[1] - shape[1] // 2, 1)
+    rows = tf.concat([bottom, top], axis=1)
+    left, right = _split_rows(rows, shape[2] - shape[2] // 2, 2)
+    return tf.concat([right, left], axis=2)
+
+
+def _shifted_magnitude(x: tf.Tensor, gamma: float) -> tf.Tensor:
+    """``quadrant_shift((|FFT2(x)| + 1e-8) ** gamma)`` of ``x`` (N, H, W, C), float32, from a real-input transform, with a hand-written gradient.
+
+    ``rfft2d`` computes half the spectrum that ``fft2d`` of the complex cast
+    does; the other half is its mirror (:func:`_mirror_half`). ``exp(γ·log(·))``
+    replaces ``pow`` (TF's CPU ``Pow`` costs several times more).
+
+    The gradient is written out: the upstream gradient is un-shifted and folded
+    onto the half spectrum (:func:`_fold_full`), multiplied by
+    ``γ·s/(|X| + 1e-8)`` and by ``u = X/|X|`` (0 where ``|X| = 0``, as TF's
+    ``Abs`` gradient), and ``∂L/∂x = H·W · irfft2d(·)`` with the columns that
+    stand for two frequencies halved, because ``irfft2d`` counts them twice.
+    One inverse transform and a few element-wise passes, instead of the
+    complex FFT, strided-slice and ``Pow`` gradients autodiff builds
+    (``docs/training.md#speed``).
+    """
+
+    @tf.custom_gradient
+    def shifted(v):
+        shape = tf.shape(v)
+        h, w = shape[1], shape[2]
+        spec = tf.signal.rfft2d(tf.transpose(tf.cast(v, tf.float32), [0, 3, 1, 2]))
+        mag = tf.abs(spec)
+        out = tf.exp(gamma * tf.math.log(mag + 1e-8))
+        full = tf.transpose(_mirror_half(out, w), [0, 2, 3, 1])
+
+        def grad(upstream):
+            g = _fold_full(tf.transpose(_unshift(tf.cast(upstream, tf.float32)), [0, 3, 1, 2]), w)
+            g = tf.math.divide_no_nan(g * (gamma * out / (mag + 1e-8)), mag)
+            n_half = w // 2 + 1
+            doubled = w - n_half
+            weight = tf.concat([tf.ones([1]), tf.fill([doubled], 0.5), tf.ones([n_half - 1 - doubled])], axis=0)
+            y = tf.complex(g * weight, tf.zeros_like(g)) * spec
+            dx = tf.signal.irfft2d(y, fft_length=tf.stack([h, w])) * tf.cast(h * w, tf.float32)
+            return tf.cast(tf.transpose(dx, [0, 2, 3, 1]), v.dtype)
+
+        return quadrant_shift(full), grad
+
+    return shifted(x)
+
+
+def rfft_spectrum(x: tf.Tensor, gamma: float, size: int) -> tf.Tensor:
+    """The ``"fft"`` spectrum features: shifted, gamma-compressed magnitude, legacy-resized to ``size × size``.
+
+    Equal to ``legacy_resize_bilinear(quadrant_shift(_fft_magnitude(x)), size)``
+    to float32 round-off (a real-input transform of half the size, mirrored).
+    When the map is statically ``size × size`` (the paper's 128² training
+    patches with ``size_psc`` 128) the legacy resize reads every pixel at
+    weight 1 — an exact copy — and is skipped.
+    """
+    shifted = tf.cast(_shifted_magnitude(x, gamma), x.dtype)
+    if x.shape[1] == size and x.shape[2] == size:
+        return shifted
+    return legacy_resize_bilinear(shifted, size)
 
 
 def _dft_matrices(freqs: tf.Tensor, length: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -278,9 +426,10 @@ class FourierChannelAttention(keras.layers.Layer):
 
     def spectrum_features(self, inputs):
         """The shifted, resized, gamma-compressed magnitude spectrum ``(N, S, S, C)``."""
+        if self.spectrum == "fft" and not _FAST_GRADIENTS[-1]:
+            return legacy_resize_bilinear(quadrant_shift(_fft_magnitude(inputs, self.gamma)), self.size_psc)
         if self.spectrum == "fft":
-            mag = _fft_magnitude(inputs, self.gamma)
-            return legacy_resize_bilinear(quadrant_shift(mag), self.size_psc)
+            return rfft_spectrum(inputs, self.gamma, self.size_psc)
         return _sampled_dft_spectrum(inputs, self.gamma, self.size_psc)
 
     def call(self, inputs):
