@@ -268,7 +268,8 @@ def test_resume_refuses_flags_that_would_change_the_run(capsys, tmp_path):
     err = capsys.readouterr().err
     assert "architecture flags --width cannot change" in err and "--lr cannot change" in err
     assert "Traceback" not in err
-    for extra in (["--mode", "dfgan"], ["--normalization", "minmax"], ["--mixed-precision"], ["--seed", "1"]):
+    for extra in (["--mode", "dfgan"], ["--normalization", "minmax"], ["--mixed-precision"], ["--precision", "bf16"],
+                  ["--seed", "1"]):
         assert cli.main(["train", "--resume", str(tmp_path / "run"), *extra]) == 2
         assert extra[0] in capsys.readouterr().err
 

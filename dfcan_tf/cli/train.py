@@ -99,7 +99,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--strategy", choices=STRATEGIES, default=None,
                         help="default: one device; mirrored: all local devices; multi-worker: TF_CONFIG cluster "
                              "(new run: default; --resume: the run's own)")
-    parser.add_argument("--mixed-precision", action="store_true", help="mixed_float16 (GPUs); off by default")
+    parser.add_argument("--precision", choices=("float32", "bf16", "float16"), default=None,
+                        help="float32 (new run: default; --resume: the run's own); bf16: mixed bfloat16, for CPUs "
+                             "with AVX512-BF16/AMX (dfcan benchmark train lists them) and recent GPUs; float16: mixed "
+                             "float16 with loss scaling, for GPUs (docs/training.md#precision)")
+    parser.add_argument("--mixed-precision", action="store_true", help="the same as --precision float16")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -232,8 +236,10 @@ def config_from_args(args: argparse.Namespace):
     changes.update(model=model)
     if args.strategy is not None:
         changes["strategy"] = args.strategy
-    if args.mixed_precision:
-        changes["mixed_precision"] = True
+    if args.mixed_precision and args.precision not in (None, "float16"):
+        raise DfcanError(f"--mixed-precision means --precision float16; it contradicts --precision {args.precision}")
+    if args.precision is not None or args.mixed_precision:
+        changes["precision"] = args.precision or "float16"
     if base.mode == "dfgan" and isinstance(base.discriminator, DiscriminatorConfig):
         disc = {**base.discriminator.to_dict(), "input_size": changes.get("patch_size", base.patch_size) * model.scale}
         if args.strided_discriminator:

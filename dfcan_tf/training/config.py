@@ -41,6 +41,8 @@ def _check_max(name: str, value: int, limit: int) -> None:
 
 TRAIN_MODES = ("dfcan", "dfgan")  # one network, or adversarial (generator + discriminator)
 STRATEGIES = ("default", "mirrored", "multi-worker")
+# Training precision (docs/training.md#precision) -> the Keras dtype policy it trains under.
+PRECISIONS = {"float32": "float32", "bf16": "mixed_bfloat16", "float16": "mixed_float16"}
 RECIPES = ("dfcan", "own")
 LOSSES = ("mse_ssim", "mse", "mae")  # training.losses.content_loss
 OPTIMIZERS = ("adam", "sgd")
@@ -113,8 +115,15 @@ class TrainConfig:
     strategy
         ``"default"`` (one device), ``"mirrored"`` (all local devices) or
         ``"multi-worker"`` (``MultiWorkerMirroredStrategy`` through ``TF_CONFIG``).
+    precision
+        ``"float32"`` (default), ``"bf16"`` (Keras ``mixed_bfloat16``: bfloat16
+        compute, float32 weights, no loss scaling; for CPUs with AVX512-BF16 or
+        AMX and for recent GPUs) or ``"float16"`` (``mixed_float16`` with loss
+        scaling; GPUs). See ``docs/training.md#precision`` for the measured
+        speed and accuracy.
     mixed_precision
-        Train in ``mixed_float16`` (GPUs); off by default.
+        The older switch for ``precision="float16"`` (kept so that recorded
+        runs read back); the two always agree.
     init_generator
         DFGAN: a run folder or ``.weights.h5`` file of a network shaped like
         ``model`` whose weights start the generator.
@@ -148,6 +157,7 @@ class TrainConfig:
     min_lr_ratio: float = 0.1
     seed: int = 0
     strategy: str = "default"
+    precision: str = "float32"
     mixed_precision: bool = False
     init_generator: str | None = None
     version: int = CONFIG_VERSION
@@ -184,6 +194,13 @@ class TrainConfig:
         _check(self.strategy in STRATEGIES, f"strategy must be one of {STRATEGIES}. Received: strategy={self.strategy!r}")
         _check(isinstance(self.mixed_precision, bool),
                f"mixed_precision must be true or false. Received: mixed_precision={self.mixed_precision!r}")
+        _check(self.precision in PRECISIONS,
+               f"precision must be one of {tuple(PRECISIONS)}. Received: precision={self.precision!r}")
+        if self.mixed_precision and self.precision == "float32":
+            object.__setattr__(self, "precision", "float16")
+        _check(not self.mixed_precision or self.precision == "float16",
+               f"mixed_precision (float16) contradicts precision={self.precision!r}; give one of them")
+        object.__setattr__(self, "mixed_precision", self.precision == "float16")
         _check(self.version == CONFIG_VERSION,
                f"unsupported training configuration version {self.version}; this dfcan_tf reads version {CONFIG_VERSION}")
         sr_size = self.patch_size * self.model.scale
@@ -236,7 +253,9 @@ class TrainConfig:
         return self.d_lr * self.min_lr_ratio
 
     def replace(self, **changes: Any) -> TrainConfig:
-        """A copy with ``changes`` applied (validated again)."""
+        """A copy with ``changes`` applied (validated again); a new ``precision`` sets ``mixed_precision`` to match."""
+        if "precision" in changes and "mixed_precision" not in changes:
+            changes["mixed_precision"] = changes["precision"] == "float16"
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:

@@ -43,7 +43,7 @@ from dfcan_tf.errors import DfcanError
 from dfcan_tf.runs import read_run_config, save_weights, write_config
 from dfcan_tf.training import losses
 from dfcan_tf.training.checkpoint import Checkpointer, read_history
-from dfcan_tf.training.config import TrainConfig, config_from_doc, train_section
+from dfcan_tf.training.config import PRECISIONS, TrainConfig, config_from_doc, train_section
 from dfcan_tf.training.distribute import make_strategy, worker
 from dfcan_tf.training.lock import LOCK_NAME, lock_run, missing_ancestor, undo_new_run
 from dfcan_tf.training.samples import bicubic_nrmse, sample_figure
@@ -205,8 +205,7 @@ def _train_locked(cfg, run_dir, out_dir, is_chief, strategy, doc, data, resume, 
         data_info = {**data_info, **{k: v for k, v in (doc.get("data") or {}).items() if k == "pixel_size_nm"}}
 
     previous_policy = keras.mixed_precision.global_policy()
-    if cfg.mixed_precision:
-        keras.mixed_precision.set_global_policy("mixed_float16")
+    keras.mixed_precision.set_global_policy(PRECISIONS[cfg.precision])
     try:
         loop = TrainingLoop(cfg, run_dir, out_dir, strategy, is_chief=is_chief, progress=progress)
         loop.prepare(train_src, val_src, data_info, resume=resume)
