@@ -80,10 +80,8 @@ def loss_curve(steps: int, *, reference: bool = False, seed: int = 0, precision:
     """Training losses of a tiny DFCAN (8 channels, 1×2 FCABs, 16² patches, batch 4) on fixed blob images."""
     import keras
 
-    from dfcan_tf.training.config import PRECISIONS
-
     from dfcan_tf.nets.dfcan import DFCANConfig
-    from dfcan_tf.training.config import TrainConfig
+    from dfcan_tf.training.config import PRECISIONS, TrainConfig
     from dfcan_tf.training.trainers import build_trainer
 
     x, y = _blobs(64, seed=7)

@@ -43,7 +43,12 @@ from dfcan_tf.errors import DfcanError
 from dfcan_tf.runs import read_run_config, save_weights, write_config
 from dfcan_tf.training import losses
 from dfcan_tf.training.checkpoint import Checkpointer, read_history
-from dfcan_tf.training.config import PRECISIONS, TrainConfig, config_from_doc, train_section
+from dfcan_tf.training.config import (
+    PRECISIONS,
+    TrainConfig,
+    config_from_doc,
+    train_section,
+)
 from dfcan_tf.training.distribute import make_strategy, worker
 from dfcan_tf.training.lock import LOCK_NAME, lock_run, missing_ancestor, undo_new_run
 from dfcan_tf.training.samples import bicubic_nrmse, sample_figure
