@@ -170,3 +170,35 @@ def test_train_cli_records_bf16_and_saves_float32_weights(tmp_path):
     assert all(w.dtype == "float32" for w in load_run(run).model.weights)
     assert cli.main(["train", "--data", str(npz), "--run", str(tmp_path / "r2"), "--precision", "bf16",
                      "--mixed-precision"]) == 2
+
+
+def test_cpu_features_are_read_from_cpuinfo(tmp_path):
+    from dfcan_tf.benchmark.train import cpu_features
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 fma avx512f avx512_bf16 amx_tile\n"
+                    "processor\t: 1\nflags\t\t: fpu\n")
+    assert cpu_features(info) == ["avx2", "fma", "avx512f", "avx512_bf16", "amx_tile"]
+    assert cpu_features(tmp_path / "missing") == []
+
+
+def test_benchmark_train_prints_both_precisions_against_sgemm(monkeypatch, capsys):
+    import argparse
+
+    from dfcan_tf.benchmark import train as bench
+    from dfcan_tf.nets.dfcan import DFCANConfig
+
+    tiny = DFCANConfig.dfcan(width=8, n_groups=1, n_blocks=1, size_psc=16, reduction=4)
+    monkeypatch.setattr(DFCANConfig, "dfcan", classmethod(lambda cls, *a, **k: tiny))
+    monkeypatch.setattr(bench, "cpu_features", lambda: ["avx512f", "avx512_bf16"])
+    result = bench.benchmark_train(argparse.Namespace(quick=True, reference=True), sgemm=100.0)
+    out = capsys.readouterr().out
+    assert "CPU features avx512f avx512_bf16" in out
+    for precision in ("float32", "bf16"):
+        r = result[precision]
+        assert r["s_per_step"] > 0 and r["reference_s_per_step"] > 0
+        # the printed figures are the returned ones: % of sgemm and the peer's step scaled by the sgemm ratio
+        assert f"{100 * r['sgemm_fraction']:.1f}% of sgemm" in out
+        assert r["peer_speedup"] == pytest.approx(bench.PEER[precision] * bench.PEER["sgemm"] / 100.0
+                                                  / r["s_per_step"])
+        assert f"train [{precision:7s}]: plain autodiff" in out

@@ -33,6 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("kind", choices=["sgemm", *KINDS, "all"], help="what to measure")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="CPU threads (default: all cores)")
     parser.add_argument("--quick", action="store_true", help="fewer repeats and smaller sizes (smoke run)")
+    parser.add_argument("--reference", action="store_true",
+                        help="train: also time the step traced with plain autodiff of the reference formulas "
+                             "(what the hand-written gradients save)")
     parser.add_argument("--architecture", metavar="NAME", default=None,
                         help="predict: seconds and GFLOP/s of this registered network (or 'all') on a whole "
                              "502x502 image instead of the DFCAN memory and backend figures")
