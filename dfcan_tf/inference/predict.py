@@ -19,7 +19,8 @@ Whole image or tiles
 By default (``tile_size=None``) an image of up to :data:`WHOLE_IMAGE_MAX_PIXELS`
 input pixels (1024 × 1024) is predicted whole, a larger one in tiles of
 :data:`DEFAULT_TILE_SIZE` (512); the tile, not the image, sets the memory
-(``dfcan benchmark predict``; measured figures in ``docs/README.md``).
+(``dfcan benchmark predict``; measured figures in
+``docs/architecture.md#tiling-speed``).
 
 The default overlap (``overlap=None``) is the network's *measured* receptive
 field, rounded up to a multiple of 8 (:func:`dfcan_tf.nets.registry.default_overlap`;
@@ -53,11 +54,14 @@ DEFAULT_TILE_SIZE = 512
 FALLBACK_OVERLAP = 32
 WHOLE_IMAGE_MAX_PIXELS = 1024 * 1024
 MIN_IMAGE_SIZE = 8
+MAX_TRACED_SHAPES = 8  # input shapes per model given a graph of their own (KerasPredictor)
 OUTLIER_THRESHOLD = 0.2
 
 __all__ = [
     "DEFAULT_TILE_SIZE",
     "FALLBACK_OVERLAP",
+    "MAX_TRACED_SHAPES",
+    "KerasPredictor",
     "WHOLE_IMAGE_MAX_PIXELS",
     "ResolvedRun",
     "overlap_for",
@@ -159,13 +163,61 @@ def _normalize_other(image: np.ndarray, normalizer: Normalizer, name: str) -> np
 _PREDICTORS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
+class KerasPredictor:
+    """A numpy → numpy batch function of a Keras model: one concrete graph per input shape.
+
+    The first :data:`MAX_TRACED_SHAPES` input shapes ``(N, h, w, C)`` each get
+    a graph traced for exactly that shape: every op has static shapes, so
+    Grappler folds what depends only on the shape (the sampled-DFT plan of
+    Fourier attention). The tiles of an image share a shape, so a tiled
+    prediction traces once per batch size. Further shapes (a folder of many
+    sizes) share one shape-polymorphic graph: tracing and graph memory stay
+    bounded. Graph execution frees each intermediate once used (eager calls
+    of the functional model keep them all, ~10× the memory).
+
+    ``traces`` counts the graphs traced so far (a Python side effect of tracing).
+    """
+
+    def __init__(self, model: Any, channels: int, max_shapes: int | None = None):
+        import tensorflow as tf
+
+        self.channels = int(channels)
+        self.traces = 0
+        self.max_shapes = MAX_TRACED_SHAPES if max_shapes is None else int(max_shapes)
+
+        def forward(batch):
+            self.traces += 1  # runs while tracing only
+            return model(batch, training=False)
+
+        self._exact = tf.function(forward)
+        self._polymorphic = tf.function(forward, input_signature=[tf.TensorSpec([None, None, None, channels], tf.float32)])
+        self._graphs: dict[tuple[int, ...], Any] = {}
+
+    def graph_for(self, shape: tuple[int, ...]) -> Any:
+        """The concrete function that runs a batch of ``shape`` (traced now if new)."""
+        import tensorflow as tf
+
+        shape = tuple(int(d) for d in shape)
+        graph = self._graphs.get(shape)
+        if graph is None:
+            if len(self._graphs) >= self.max_shapes:
+                return self._polymorphic
+            graph = self._exact.get_concrete_function(tf.TensorSpec(shape, tf.float32))
+            self._graphs[shape] = graph
+        return graph
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        import tensorflow as tf
+
+        x = tf.convert_to_tensor(np.asarray(batch, dtype=np.float32))  # the one host copy (none if aligned)
+        return self.graph_for(tuple(x.shape))(x).numpy()
+
+
 def predictor(model: Any) -> tuple[Callable[[np.ndarray], np.ndarray], int | None]:
     """A numpy → numpy batch function for ``model`` and its input channel count.
 
-    Keras models run through one ``tf.function`` with a shape-polymorphic
-    signature: graph execution frees intermediate tensors as soon as they are
-    used (eager calls of the functional model keep them all, ~10× the memory)
-    and does not retrace for every tile or image size.
+    Keras models run through a :class:`KerasPredictor` (one graph per input
+    shape, cached per model); any other callable is returned as is.
     """
     import keras
 
@@ -173,17 +225,8 @@ def predictor(model: Any) -> tuple[Callable[[np.ndarray], np.ndarray], int | Non
         cached = _PREDICTORS.get(model)
         if cached is not None:
             return cached
-        import tensorflow as tf
-
         channels = int(model.input_shape[-1])
-        fn = tf.function(
-            lambda b: model(b, training=False),
-            input_signature=[tf.TensorSpec([None, None, None, channels], tf.float32)],
-        )
-
-        def run(batch: np.ndarray) -> np.ndarray:
-            return fn(tf.constant(batch, tf.float32)).numpy()
-
+        run = KerasPredictor(model, channels)
         _PREDICTORS[model] = (run, channels)
         return run, channels
     if callable(model):
@@ -284,7 +327,7 @@ def predict_image(
     scale: int,
     tile_size: int | None = None,
     overlap: int | None = None,
-    batch_size: int = 1,
+    batch_size: int | None = None,
     normalize: bool = True,
     normalizer: Normalizer | None = None,
     remove_outliers: bool = False,
@@ -312,7 +355,9 @@ def predict_image(
         Minimum overlap of neighbouring tiles in input pixels; ``None`` (default):
         :func:`overlap_for` the model (the measured receptive field).
     batch_size
-        Tiles per network call.
+        Tiles per network call; ``None``: as many as fit in
+        :data:`~dfcan_tf.inference.tiling.TILE_BATCH_PIXELS` input pixels (one
+        512² tile, sixteen 128² ones), so memory is bounded by tile size × batch.
     normalize
         Min-max normalise the input (whole stack) and the output, as the reference
         (computed in float64, so any finite float input works). A constant input

@@ -25,6 +25,15 @@ sent through the built network), rounded up to a multiple of 8
 (:func:`dfcan_tf.inference.predict.overlap_for`). The blending discards the
 outer quarter of each overlap band on top of that.
 
+Speed
+-----
+All tiles have one shape, so a Keras network runs them through one graph
+traced for that shape (:class:`dfcan_tf.inference.predict.KerasPredictor`);
+tiles are cut into a batch with one copy and stitched in place. Per computed
+tile pixel, tiled prediction runs at the whole-image rate; per image pixel it
+pays the overlap (``dfcan benchmark predict`` prints both; figures in
+``docs/architecture.md#tiling-speed``).
+
 Global operations (DFCAN's Fourier channel attention: an FFT of the whole
 feature map and a global average pool) make a tile's channel weights depend on
 its whole content, so tiled output can never equal whole-image output exactly;
@@ -42,7 +51,12 @@ import numpy as np
 
 from dfcan_tf.errors import DfcanError
 
-__all__ = ["Stitcher", "TileSpec", "axis_tiles", "blend_weights_1d", "predict_tiled", "tile_specs"]
+__all__ = ["TILE_BATCH_PIXELS", "Stitcher", "TileSpec", "axis_tiles", "blend_weights_1d", "default_batch_size",
+           "predict_tiled", "tile_specs"]
+
+# Input pixels per network call when the batch size is left to predict_tiled: one 512² tile (the default
+# tile), sixteen 128² ones. Activation memory grows with the pixels of a batch, not with the image.
+TILE_BATCH_PIXELS = 512 * 512
 
 
 @dataclass(frozen=True)
@@ -196,6 +210,7 @@ class Stitcher:
 
     def __init__(self, shape: tuple[int, int]):
         self.output = np.zeros(shape, dtype=np.float32)
+        self._buffer: np.ndarray | None = None
 
     def add(self, spec: TileSpec, tile_output: np.ndarray) -> None:
         """Add one tile's output ``(sh, sw)`` at its place, weighted by its blending window."""
@@ -207,7 +222,12 @@ class Stitcher:
                 f"tile {spec.index}: network output has shape {tile_output.shape}, expected {expected} "
                 "(does the scale match the model?)"
             )
-        self.output[rows, cols] += tile_output * spec.weight_rows[:, None] * spec.weight_cols[None, :]
+        # (tile · w_rows) · w_cols, in place in one tile-sized buffer: same rounding as the plain expression.
+        if self._buffer is None or self._buffer.shape != expected:
+            self._buffer = np.empty(expected, dtype=np.float32)
+        np.multiply(tile_output, spec.weight_rows[:, None], out=self._buffer)
+        self._buffer *= spec.weight_cols[None, :]
+        self.output[rows, cols] += self._buffer
 
     def result(self) -> np.ndarray:
         """The stitched output image (float32)."""
@@ -219,6 +239,18 @@ def _batches(items: list, size: int) -> Iterator[list]:
         yield items[i : i + size]
 
 
+def default_batch_size(tile_shape: tuple[int, int], n_tiles: int | None = None) -> int:
+    """Tiles per network call when none is given: as many ``tile_shape`` tiles as fit in :data:`TILE_BATCH_PIXELS`.
+
+    At least 1 and at most ``n_tiles``. On a CPU a batch does not raise the
+    per-pixel rate of a 512² tile (measured: ``docs/architecture.md#tiling-speed``);
+    it saves per-call overhead for small tiles, at memory proportional to the
+    batch's pixels.
+    """
+    batch = max(1, TILE_BATCH_PIXELS // max(1, int(tile_shape[0]) * int(tile_shape[1])))
+    return batch if n_tiles is None else max(1, min(batch, int(n_tiles)))
+
+
 def predict_tiled(
     predict_batch: Callable[[np.ndarray], np.ndarray],
     image: np.ndarray,
@@ -226,7 +258,7 @@ def predict_tiled(
     scale: int,
     tile_size: int | tuple[int, int],
     overlap: int | tuple[int, int],
-    batch_size: int = 1,
+    batch_size: int | None = None,
     progress: bool = False,
 ) -> np.ndarray:
     """Run ``predict_batch`` tile by tile over ``image`` and stitch the outputs.
@@ -240,7 +272,8 @@ def predict_tiled(
     scale, tile_size, overlap
         As :func:`tile_specs`.
     batch_size
-        Tiles per network call (all tiles have the same shape).
+        Tiles per network call (all tiles have the same shape); ``None``:
+        :func:`default_batch_size`.
     progress
         Show a tqdm bar over tiles.
 
@@ -259,8 +292,13 @@ def predict_tiled(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(specs), desc="tiles", unit="tile", leave=False)
+    if batch_size is None:
+        batch_size = default_batch_size(specs[0].input_shape, len(specs))
     for group in _batches(specs, max(1, int(batch_size))):
-        batch = np.stack([image[s.input_slices] for s in group]).astype(np.float32, copy=False)
+        # One copy: the tiles are cut straight into a contiguous float32 batch.
+        batch = np.empty((len(group), *group[0].input_shape, image.shape[2]), dtype=np.float32)
+        for k, spec in enumerate(group):
+            batch[k] = image[spec.input_slices]
         out = np.asarray(predict_batch(batch))
         for spec, tile_out in zip(group, out):
             stitcher.add(spec, tile_out[..., 0] if tile_out.ndim == 3 else tile_out)
