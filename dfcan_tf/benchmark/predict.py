@@ -214,7 +214,8 @@ def predict_report(m: dict[str, Any], sgemm: float, config: Any, *, stated_bound
         f"{m['seconds']:.1f} s, peak memory +{m['peak_mb']:.0f} MB{bound} over the built model's "
         f"{m['base_mb']:.0f} MB (process max RSS {m['maxrss_mb']:.0f} MB); "
         f"~{m['gflop']:.0f} GFLOP, {rate:.1f} GFLOP/s = {rate / sgemm:.0%} of sgemm",
-        f"predict rates, input Mpixel/s (wall | process CPU): whole {tile}x{tile} images "
+        f"predict rates, input Mpixel/s (wall | process CPU, the one other processes barely move): "
+        f"whole {tile}x{tile} images "
         f"{m['whole_rate']:.4f} | {m['cpu_whole_rate']:.4f} (median of {m['whole_repeats']}); "
         f"tiled {side}x{side} per computed tile pixel {m['tiled_rate']:.4f} | {m['cpu_tiled_rate']:.4f}, "
         f"per image pixel {m['image_rate']:.4f} | {m['cpu_image_rate']:.4f}",
