@@ -75,6 +75,17 @@ def test_dfcan_receptive_field_equals_its_convolution_count(groups, blocks):
     assert registry.default_overlap(cfg) % 8 == 0 and registry.default_overlap(cfg) >= registry.receptive_field(cfg)
 
 
+
+def test_the_dft_spectrum_measures_the_same_field_despite_overflow():
+    # 4x4 FCABs compound the probe's gain to ~4^35: a unit impulse overflows float32, and the DFT
+    # spectrum's matmuls turned that into NaN over the whole image (read as reach 128). The field is the
+    # same function's, whichever spectrum computes it.
+    for spectrum in ("fft", "dft"):
+        cfg = registry.make_config("dfcan", 1, 2, width=8, n_groups=4, n_blocks=4, size_psc=16, reduction=4,
+                                   spectrum=spectrum)
+        assert registry.measure_receptive_field(registry.build(cfg), 1, 2) == 35, spectrum
+
+
 def test_run_folder_stores_the_field_and_prediction_reuses_it(tmp_path, monkeypatch):
     from dfcan_tf.runs import read_run_config, write_run
 

@@ -194,12 +194,18 @@ def measure_receptive_field(model: Any, channels: int, scale: int, *, size: int 
     size = size or 64
     while True:
         base = np.zeros((1, size, size, channels), np.float32)
-        poked = base.copy()
         c = size // 2
-        poked[0, c, c, :] = 1.0
         with np.errstate(invalid="ignore", over="ignore"):
             out0 = np.asarray(probe(base, training=False), dtype=np.float64)[0, ..., 0]
-            out1 = np.asarray(probe(poked, training=False), dtype=np.float64)[0, ..., 0]
+            # The probe's gain compounds over depth (PROBE_GAIN per layer): a deep network can overflow
+            # float32 on a unit impulse (inf, then NaN across a whole-image transform), which would read as
+            # reach everywhere. A smaller impulse keeps the same support.
+            for amplitude in (1.0, 1e-20):
+                poked = base.copy()
+                poked[0, c, c, :] = amplitude
+                out1 = np.asarray(probe(poked, training=False), dtype=np.float64)[0, ..., 0]
+                if np.isfinite(out1).all() or not np.isfinite(out0).all():
+                    break
             reached = (out1 != out0) & ~(np.isnan(out0) & np.isnan(out1))
         ys, xs = np.nonzero(reached)
         if ys.size == 0:
@@ -215,9 +221,16 @@ def measure_receptive_field(model: Any, channels: int, scale: int, *, size: int 
 _KNOWN_FIELDS: dict[Any, int] = {}
 
 
+def _field_key(config: Any) -> Any:
+    """The configuration whose field stands for ``config``'s: DFCAN's two spectrum forms are one function."""
+    if getattr(config, "spectrum", "fft") != "fft":
+        return config.replace(spectrum="fft")
+    return config
+
+
 def remember_receptive_field(config: Any, value: int) -> None:
     """Record a receptive field measured earlier (a run folder stores it), so it is not measured again."""
-    _KNOWN_FIELDS[config] = int(value)
+    _KNOWN_FIELDS[_field_key(config)] = int(value)
 
 
 @lru_cache(maxsize=64)
@@ -231,6 +244,7 @@ def receptive_field(config: Any) -> int:
     Run folders store the value measured when they were written (``config.json``'s
     ``receptive_field``), so prediction does not measure a large network again.
     """
+    config = _field_key(config)
     if config in _KNOWN_FIELDS:
         return _KNOWN_FIELDS[config]
     return _cached_receptive_field(config)
