@@ -37,6 +37,7 @@ import math
 from collections.abc import Iterator
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 PACKAGE = "dfcan_tf"
@@ -183,26 +184,38 @@ def _shifted_magnitude(x: tf.Tensor, gamma: float) -> tf.Tensor:
     (``docs/training.md#speed``).
     """
 
+    h_static, w_static = x.shape[1], x.shape[2]
+    # Even sizes (the training patches): modulating x by (−1)^(m+n) shifts its spectrum by half a period
+    # on both axes, which is the quadrant swap, so the swap costs one multiply folded into the cast, and
+    # its inverse one multiply folded into the gradient's scale (docs/training.md#speed).
+    sign = None
+    if h_static is not None and w_static is not None and h_static % 2 == 0 and w_static % 2 == 0:
+        m = np.arange(h_static)[:, None] + np.arange(w_static)[None, :]
+        sign = tf.constant(np.where(m % 2 == 0, 1.0, -1.0).astype(np.float32))
+
     @tf.custom_gradient
     def shifted(v):
         shape = tf.shape(v)
         h, w = shape[1], shape[2]
-        spec = tf.signal.rfft2d(tf.transpose(tf.cast(v, tf.float32), [0, 3, 1, 2]))
+        xt = tf.transpose(tf.cast(v, tf.float32), [0, 3, 1, 2])
+        spec = tf.signal.rfft2d(xt if sign is None else xt * sign)
         mag = tf.abs(spec)
         out = tf.exp(gamma * tf.math.log(mag + 1e-8))
         full = tf.transpose(_mirror_half(out, w), [0, 2, 3, 1])
 
         def grad(upstream):
-            g = _fold_full(tf.transpose(_unshift(tf.cast(upstream, tf.float32)), [0, 3, 1, 2]), w)
+            up = tf.cast(upstream, tf.float32)
+            g = _fold_full(tf.transpose(up if sign is not None else _unshift(up), [0, 3, 1, 2]), w)
             g = tf.math.divide_no_nan(g * (gamma * out / (mag + 1e-8)), mag)
             n_half = w // 2 + 1
             doubled = w - n_half
             weight = tf.concat([tf.ones([1]), tf.fill([doubled], 0.5), tf.ones([n_half - 1 - doubled])], axis=0)
             y = tf.complex(g * weight, tf.zeros_like(g)) * spec
-            dx = tf.signal.irfft2d(y, fft_length=tf.stack([h, w])) * tf.cast(h * w, tf.float32)
+            scale = tf.cast(h * w, tf.float32) if sign is None else tf.cast(h * w, tf.float32) * sign
+            dx = tf.signal.irfft2d(y, fft_length=tf.stack([h, w])) * scale
             return tf.cast(tf.transpose(dx, [0, 2, 3, 1]), v.dtype)
 
-        return quadrant_shift(full), grad
+        return (full if sign is not None else quadrant_shift(full)), grad
 
     return shifted(x)
 
