@@ -65,6 +65,9 @@ def test_float16_tflite_meets_budget_and_halves_the_file(run_dir, float_tflite, 
                      "--verify-sizes", *SIZES]) == 0
     printed = capsys.readouterr().out
     assert all(w in printed for w in ("half.tflite", "float16", "PSNR", "float32", "MB")), printed
+    # speed next to the float model's, timed on the largest simulated verification image
+    size = max(int(n) for n in SIZES)
+    assert f"s per {size}x{size} image (float32 " in printed, printed
     ratio = out.stat().st_size / float_tflite.stat().st_size
     assert ratio < 0.6, ratio
     entry = safety.output_record(out)
@@ -82,6 +85,7 @@ def test_int8_tflite_meets_its_budget(run_dir, float_tflite, tmp_path):
     quant = result.extra["quantization"]
     # Measured on this stack: 51-53 dB on the simulated verification images, 0.32 of the float32 file.
     assert quant["psnr_db"] >= 45.0 and quant["min_psnr_db"] == 30.0
+    assert quant["timed_size"] == 45 and quant["seconds"] > 0 and quant["float_seconds"] > 0
     assert out.stat().st_size / float_tflite.stat().st_size < 0.4
     assert _keras_psnr(run_dir, B.tflite_runner(out)) >= 30.0
     assert json.loads(json.dumps(safety.output_record(out)))["quantization"]["type"] == "int8"
@@ -105,6 +109,7 @@ def test_onnx_float16_meets_budget(run_dir, tmp_path):
     result = export_run(run_dir, out, "onnx", sizes=(32, 45), quantize="float16")
     quant = result.extra["quantization"]
     assert quant["psnr_db"] >= 40.0 and quant["size_bytes"] / quant["float_size_bytes"] < 0.6
+    assert quant["timed_size"] == 45 and quant["seconds"] > 0 and quant["float_seconds"] > 0
     proto = onnx.load(str(out))
     assert sum(i.data_type == onnx.TensorProto.FLOAT16 for i in proto.graph.initializer) >= 10
     assert _keras_psnr(run_dir, B.onnx_runner(out)) >= 40.0

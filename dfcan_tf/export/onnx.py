@@ -10,6 +10,7 @@ network was trained (``export/onnx_predict.py`` does).
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -78,12 +79,16 @@ def write_onnx(src: verify.Source, out: Path, *, opset: int = DEFAULT_OPSET,
 
         budget = Budget(quantize, check_quantize("onnx", quantize, min_psnr),
                         float_size_bytes=proto.ByteSize())
+        float_data = proto.SerializeToString()
         onnx_float16_weights(proto)
         data = proto.SerializeToString()
         budget.size_bytes = len(data)
-        with verify.staged(out) as tmp:
+        with verify.staged(out) as tmp, tempfile.TemporaryDirectory(prefix="dfcan-float-") as scratch:
             tmp.write_bytes(data)
-            checks = check_budget(onnx_runner(tmp), src, sizes, budget, f"ONNX {quantize} export of {src.run.path}")
+            float_path = Path(scratch) / "float32.onnx"  # timed next to the quantised model, then removed
+            float_path.write_bytes(float_data)
+            checks = check_budget(onnx_runner(tmp), src, sizes, budget, f"ONNX {quantize} export of {src.run.path}",
+                                  float_artefact=onnx_runner(float_path))
             sha = sha256_of(tmp)
         extra = {"opset": opset, "quantization": budget.to_record()}
         return record(src, verify.ExportResult(out, "onnx", checks, None, extra), sha)

@@ -23,6 +23,7 @@ Input and output stay float32 in [0, 1] in every case, so the interface is that 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -74,6 +75,9 @@ class Budget:
     psnr: dict[str, float] = field(default_factory=dict)  # "kind HxW" -> dB
     size_bytes: int = 0
     float_size_bytes: int = 0
+    seconds: float = float("nan")  # one call on the largest simulated verification image (warm)
+    float_seconds: float = float("nan")  # the same for the float32 artefact
+    timed_size: int = 0
 
     @property
     def worst_psnr(self) -> float:
@@ -84,11 +88,22 @@ class Budget:
     def to_record(self) -> dict[str, Any]:
         return {"type": self.quantize, "psnr_db": self.worst_psnr, "min_psnr_db": self.min_psnr,
                 "psnr_db_per_input": dict(self.psnr), "size_bytes": self.size_bytes,
-                "float_size_bytes": self.float_size_bytes}
+                "float_size_bytes": self.float_size_bytes, "seconds": self.seconds,
+                "float_seconds": self.float_seconds, "timed_size": self.timed_size}
+
+
+def _seconds(runner: verify.Runner, x: np.ndarray) -> float:
+    """Wall seconds of one warm call of ``runner`` on ``x`` (the best of two)."""
+    best = float("inf")
+    for _ in range(2):
+        t0 = time.perf_counter()
+        runner(x)
+        best = min(best, time.perf_counter() - t0)
+    return best
 
 
 def check_budget(artefact: verify.Runner, src: verify.Source, sizes: Sequence[int], budget: Budget, what: str,
-                 random_batch: int = 2) -> list[verify.Check]:
+                 random_batch: int = 2, float_artefact: verify.Runner | None = None) -> list[verify.Check]:
     """Run ``artefact`` and ``src``'s Keras float network on the verification inputs; raise if the PSNR misses.
 
     Output shapes must be right for every input; the PSNR (data range 1) is
@@ -98,6 +113,7 @@ def check_budget(artefact: verify.Runner, src: verify.Source, sizes: Sequence[in
     """
     reference = verify.keras_reference(src.reference)
     checks = []
+    timed = None
     for kind, x in verify.verification_inputs(src.channels, sizes, random_batch=random_batch):
         want = reference(x)
         try:
@@ -124,6 +140,15 @@ def check_budget(artefact: verify.Runner, src: verify.Source, sizes: Sequence[in
                              f"dB; nothing was written. Use a gentler quantisation (float16) or lower "
                              f"--min-psnr knowingly")
         checks.append(verify.Check(kind, tuple(x.shape), float(np.max(np.abs(got - want)))))
+        if kind == "simulated" and x.shape[1] >= budget.timed_size:
+            timed = x
+            budget.timed_size = int(x.shape[1])
+    # Speed next to the float model's, on the largest simulated image (the runtime already warm).
+    if timed is None:
+        return checks
+    budget.seconds = _seconds(artefact, timed)
+    if float_artefact is not None:
+        budget.float_seconds = _seconds(float_artefact, timed)
     return checks
 
 

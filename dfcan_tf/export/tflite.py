@@ -12,6 +12,7 @@ reads it there).
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -85,12 +86,15 @@ def _write_quantized(src: verify.Source, out: Path, data: bytes, *, sizes, fixed
     """Stage a quantised flatbuffer, check it against its PSNR budget, and record size and PSNR."""
     from dfcan_tf.export.quantize import Budget, check_budget, check_quantize
 
+    float_data = to_tflite_bytes(src.portable, src.channels, fixed_size)
     budget = Budget(quantize, check_quantize("tflite", quantize, min_psnr), size_bytes=len(data),
-                    float_size_bytes=len(to_tflite_bytes(src.portable, src.channels, fixed_size)))
-    with verify.staged(out) as tmp:
+                    float_size_bytes=len(float_data))
+    with verify.staged(out) as tmp, tempfile.TemporaryDirectory(prefix="dfcan-float-") as scratch:
         tmp.write_bytes(data)
+        float_path = Path(scratch) / "float32.tflite"  # timed next to the quantised model, then removed
+        float_path.write_bytes(float_data)
         checks = check_budget(tflite_runner(tmp), src, sizes, budget, f"TFLite {quantize} export of {src.run.path}",
-                              random_batch=1 if fixed_size else 2)
+                              random_batch=1 if fixed_size else 2, float_artefact=tflite_runner(float_path))
         sha = sha256_of(tmp)
     result = verify.ExportResult(out, "tflite", checks, None,
                                  {"fixed_size": fixed_size, "quantization": budget.to_record()})

@@ -79,10 +79,20 @@ class ExportResult:
             ratio = quant["size_bytes"] / quant["float_size_bytes"] if quant.get("float_size_bytes") else float("nan")
             return (f"wrote {self.path} ({self.format}, {quant['type']}): {quant['size_bytes'] / 1e6:.3f} MB "
                     f"(float32 {quant['float_size_bytes'] / 1e6:.3f} MB, x{ratio:.2f}); PSNR vs Keras float "
-                    f"{quant['psnr_db']:.1f} dB >= {quant['min_psnr_db']:g} dB; max |artefact - keras| = "
+                    f"{quant['psnr_db']:.1f} dB >= {quant['min_psnr_db']:g} dB; {_speed(quant)}max |artefact - keras| = "
                     f"{self.max_abs_diff:.2e} [{sizes}]")
         return (f"wrote {self.path} ({self.format}); max |artefact - keras| = {self.max_abs_diff:.2e} "
                 f"<= {self.tolerance:g} [{sizes}]")
+
+
+def _speed(quant: dict) -> str:
+    """``"0.123 s per 150x150 image (float32 0.234 s, x1.90); "`` when the export was timed, else ``""``."""
+    seconds, base, n = quant.get("seconds"), quant.get("float_seconds"), quant.get("timed_size")
+    if not n or seconds is None or not np.isfinite(seconds):
+        return ""
+    if base is None or not np.isfinite(base):
+        return f"{seconds:.3f} s per {n}x{n} image; "
+    return f"{seconds:.3f} s per {n}x{n} image (float32 {base:.3f} s, x{base / seconds:.2f} faster); "
 
 
 # --------------------------------------------------------------------------------------------
