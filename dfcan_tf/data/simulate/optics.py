@@ -13,7 +13,6 @@ which is exact for a band-limited image. Used by the dataset simulator
 from __future__ import annotations
 
 import numpy as np
-import scipy.fft as sfft
 
 RAW_PIXEL_NM = 62.6
 PAD_RAW = 8  # raw pixels of margin: the PSF and pattern edge effects die out within it
@@ -49,6 +48,7 @@ def _freq_grid(n: int, pixel_nm: float, real: bool = True) -> np.ndarray:
 
 def _gaussian_blur(img: np.ndarray, sigma_nm: float, pixel_nm: float) -> np.ndarray:
     """Circular Gaussian blur in Fourier space (the field is padded, so wrap-around is harmless)."""
+    import scipy.fft as sfft  # here, not at import: the CLI's --help stays light
     if sigma_nm <= 0:
         return img
     f = _freq_grid(img.shape[0], pixel_nm)
@@ -130,6 +130,7 @@ def image_frames(structure: np.ndarray, patterns: np.ndarray, otf: np.ndarray, n
         scale·m (the convention of Fourier-padding SIM reconstruction), so GT
         crops at scale× the raw coordinates align.
     """
+    import scipy.fft as sfft  # here, not at import: the CLI's --help stays light
     m = structure.shape[0]
     half = n_raw // 2
     out = np.empty((len(patterns), n_raw, n_raw), np.float32)
