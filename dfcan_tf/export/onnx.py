@@ -24,6 +24,20 @@ MAX_OPSET = 18  # the highest tf2onnx 1.17 converts to on this stack
 METADATA_KEY = "dfcan_tf.config"
 
 
+CONVERSION_ATTEMPTS = 3
+
+
+def _probe_shapes(proto: Any, model: Any, channels: int) -> tuple[tuple, tuple]:
+    """Output shapes of the converted graph (onnxruntime) and of ``model`` on a 2×16×16 zero batch."""
+    import numpy as np
+    import onnxruntime as ort
+
+    x = np.zeros((2, 16, 16, channels), np.float32)
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: x})[0].shape
+    return tuple(got), tuple(np.asarray(model(x, training=False)).shape)
+
+
 def to_onnx_proto(model: Any, channels: int, *, opset: int = DEFAULT_OPSET, metadata: dict | None = None):
     """Convert a (portable) Keras SR network to an ONNX ``ModelProto`` with dynamic N, H, W.
 
@@ -37,8 +51,18 @@ def to_onnx_proto(model: Any, channels: int, *, opset: int = DEFAULT_OPSET, meta
     if not DEFAULT_OPSET <= opset <= MAX_OPSET:
         raise DfcanError(f"opset must be between {DEFAULT_OPSET} and {MAX_OPSET}. Received: opset={opset}")
     spec = (tf.TensorSpec((None, None, None, channels), tf.float32, name=INPUT_NAME),)
-    proto, _ = tf2onnx.convert.from_function(verify.serving_function(model, channels), input_signature=spec,
-                                             opset=opset)
+    # tf2onnx now and then gives the output an extra leading axis of 1 (seen as (1, N, sH, sW, 1) from
+    # onnxruntime; the order of its graph rewrites is not fixed from one conversion to the next). The
+    # conversion is checked on a small batch and redone, at most CONVERSION_ATTEMPTS times.
+    for attempt in range(1, CONVERSION_ATTEMPTS + 1):
+        proto, _ = tf2onnx.convert.from_function(verify.serving_function(model, channels), input_signature=spec,
+                                                 opset=opset)
+        got, want = _probe_shapes(proto, model, channels)
+        if got == want:
+            break
+        if attempt == CONVERSION_ATTEMPTS:
+            raise DfcanError(f"tf2onnx produced an ONNX graph whose output has shape {got} for a {want} Keras "
+                             f"output, {attempt} times; nothing was written")
     graph = proto.graph
     unsupported = sorted({n.op_type for n in graph.node if n.domain not in ("", "ai.onnx")})
     if unsupported:
