@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,6 +58,30 @@ class DiscriminatorConfig:
         return cls(**_check_keys(cls, data, "discriminator"))
 
 
+@keras.saving.register_keras_serializable(package="dfcan_tf")
+class MaxLeakyReLU(keras.layers.Layer):
+    """LeakyReLU written as ``max(x, slope·x)`` (0 < slope < 1): the same function.
+
+    DFGAN's discriminator uses it instead of ``keras.layers.LeakyReLU``:
+    TF's Grappler remapper fails on Conv2D + BiasAdd + LeakyRelu in the
+    generator update's graph ("remapper failed: ... LeakyReluGrad") and then
+    optimises none of that graph.
+    """
+
+    def __init__(self, slope: float = 0.1, **kwargs):
+        super().__init__(**kwargs)
+        self.slope = float(slope)
+
+    def call(self, inputs):
+        return keras.ops.maximum(inputs, self.slope * inputs)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "slope": self.slope}
+
+
 def build_dfgan_discriminator(
     input_shape: tuple[int, int, int] = (256, 256, 1),
     *,
@@ -78,13 +103,10 @@ def build_dfgan_discriminator(
     if len(input_shape) != 3 or input_shape[-1] != 1:
         raise DfcanError(f"input_shape must be (H, W, 1). Received: input_shape={tuple(input_shape)}")
     inputs = keras.Input(tuple(input_shape), name="image")
-    act = 0
+    names = itertools.count(1)
+
     def lrelu(t):
-        nonlocal act
-        act += 1
-        # LeakyReLU as max(x, slope·x): TF's Grappler remapper fails on Conv2D+BiasAdd+LeakyRelu in the generator
-        # update's graph ("remapper failed: ... LeakyReluGrad") and then optimises none of it.
-        return keras.layers.Lambda(lambda v: keras.ops.maximum(v, leaky_slope * v), name=f"lrelu{act}")(t)
+        return MaxLeakyReLU(leaky_slope, name=f"lrelu{next(names)}")(t)
 
     x = lrelu(_conv(head_width, "head_conv")(inputs))
     for i, w in enumerate(widths):
