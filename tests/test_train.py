@@ -359,7 +359,7 @@ def test_cli_train_and_resume(tmp_path, small_data, capsys):
 
 
 def test_mixed_precision_step_runs(tmp_path, small_data):
-    cfg = _tiny_cfg(steps=2, validate_every=2, mixed_precision=True)
+    cfg = _tiny_cfg(steps=2, validate_every=2, precision="float16")
     result = train(cfg, tmp_path / "mp", data=small_data, progress=False)
     assert result.step == 2 and np.isfinite(result.best_nrmse)
     assert keras.mixed_precision.global_policy().name == "float32"  # restored afterwards

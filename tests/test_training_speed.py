@@ -142,15 +142,16 @@ def test_precision_flag_is_recorded_and_checked():
     cfg = TrainConfig(precision="bf16")
     assert (cfg.precision, cfg.mixed_precision) == ("bf16", False)
     assert TrainConfig.from_dict(cfg.to_dict()).precision == "bf16"
-    # the older switch reads as float16, and a new precision replaces it
-    old = TrainConfig(mixed_precision=True)
-    assert old.precision == "float16"
-    assert old.replace(precision="float32").mixed_precision is False
+    assert "mixed_precision" not in cfg.to_dict()
+    # runs recorded with the older switch read as float16
+    recorded = {k: v for k, v in TrainConfig().to_dict().items() if k != "precision"}
+    old = TrainConfig.from_dict({**recorded, "mixed_precision": True})
+    assert old.precision == "float16" and old.mixed_precision is True
+    assert TrainConfig.from_dict({**recorded, "mixed_precision": False}).precision == "float32"
     with pytest.raises(DfcanError, match="precision must be one of"):
         TrainConfig(precision="int8")
     with pytest.raises(DfcanError, match="contradicts"):
-        TrainConfig(precision="bf16", mixed_precision=True)
-
+        TrainConfig.from_dict({**cfg.to_dict(), "mixed_precision": True})
 
 def test_train_cli_records_bf16_and_saves_float32_weights(tmp_path):
     import json
@@ -166,7 +167,7 @@ def test_train_cli_records_bf16_and_saves_float32_weights(tmp_path):
                      "--width", "8", "--n-groups", "1", "--n-blocks", "1", "--size-psc", "16", "--reduction", "4",
                      "--patch-size", "16", "--batch-size", "2", "--precision", "bf16", "--no-progress"]) == 0
     doc = json.loads((run / "config.json").read_text())
-    assert doc["train"]["precision"] == "bf16" and doc["train"]["mixed_precision"] is False
+    assert doc["train"]["precision"] == "bf16" and "mixed_precision" not in doc["train"]
     assert all(w.dtype == "float32" for w in load_run(run).model.weights)
     assert cli.main(["train", "--data", str(npz), "--run", str(tmp_path / "r2"), "--precision", "bf16",
                      "--mixed-precision"]) == 2

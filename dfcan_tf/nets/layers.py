@@ -126,7 +126,7 @@ def _fft_magnitude(x: tf.Tensor, gamma: float) -> tf.Tensor:
     return tf.cast(tf.transpose(mag, [0, 2, 3, 1]), x.dtype)
 
 
-def _split_rows(x: tf.Tensor, at: tf.Tensor, axis: int) -> tuple[tf.Tensor, tf.Tensor]:
+def _split(x: tf.Tensor, at: tf.Tensor, axis: int) -> tuple[tf.Tensor, tf.Tensor]:
     """``x`` cut along ``axis`` (1, 2 or 3 of a 4-D tensor) before index ``at``: plain ``Slice`` ops (cheap to run and to differentiate)."""
     shape = tf.shape(x)
     begin, size = [0, 0, 0, 0], tf.unstack(shape)
@@ -142,9 +142,9 @@ def _split_rows(x: tf.Tensor, at: tf.Tensor, axis: int) -> tuple[tf.Tensor, tf.T
 def _mirror_half(half: tf.Tensor, width: tf.Tensor) -> tf.Tensor:
     """The full (N, C, H, W) spectrum from its half (N, C, H, W//2 + 1): ``full[k1, k2] = half[−k1 mod H, W − k2]`` beyond W//2."""
     doubled = width - width // 2 - 1  # columns 1 … ⌈W/2⌉ − 1 stand for two frequencies
-    _, rest = _split_rows(half, 1, 3)
-    rest, _ = _split_rows(rest, doubled, 3)
-    row0, rows = _split_rows(tf.reverse(rest, axis=[3]), 1, 2)
+    _, rest = _split(half, 1, 3)
+    rest, _ = _split(rest, doubled, 3)
+    row0, rows = _split(tf.reverse(rest, axis=[3]), 1, 2)
     return tf.concat([half, tf.concat([row0, tf.reverse(rows, axis=[2])], axis=2)], axis=3)
 
 
@@ -152,8 +152,8 @@ def _fold_full(full: tf.Tensor, width: tf.Tensor) -> tf.Tensor:
     """The adjoint of :func:`_mirror_half`: a full (N, C, H, W) gradient summed onto the half spectrum."""
     n_half = width // 2 + 1
     doubled = width - n_half
-    half, rest = _split_rows(full, n_half, 3)
-    row0, rows = _split_rows(rest, 1, 2)
+    half, rest = _split(full, n_half, 3)
+    row0, rows = _split(rest, 1, 2)
     back = tf.reverse(tf.concat([row0, tf.reverse(rows, axis=[2])], axis=2), axis=[3])
     return half + tf.pad(back, [[0, 0], [0, 0], [0, 0], [1, n_half - 1 - doubled]])
 
@@ -161,9 +161,9 @@ def _fold_full(full: tf.Tensor, width: tf.Tensor) -> tf.Tensor:
 def _unshift(x: tf.Tensor) -> tf.Tensor:
     """The inverse of :func:`quadrant_shift` (the same for even sizes; the other split for odd ones)."""
     shape = tf.shape(x)
-    top, bottom = _split_rows(x, shape[1] - shape[1] // 2, 1)
+    top, bottom = _split(x, shape[1] - shape[1] // 2, 1)
     rows = tf.concat([bottom, top], axis=1)
-    left, right = _split_rows(rows, shape[2] - shape[2] // 2, 2)
+    left, right = _split(rows, shape[2] - shape[2] // 2, 2)
     return tf.concat([right, left], axis=2)
 
 

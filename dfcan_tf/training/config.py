@@ -121,9 +121,6 @@ class TrainConfig:
         AMX and for recent GPUs) or ``"float16"`` (``mixed_float16`` with loss
         scaling; GPUs). See ``docs/training.md#precision`` for the measured
         speed and accuracy.
-    mixed_precision
-        The older switch for ``precision="float16"`` (kept so that recorded
-        runs read back); the two always agree.
     init_generator
         DFGAN: a run folder or ``.weights.h5`` file of a network shaped like
         ``model`` whose weights start the generator.
@@ -158,7 +155,6 @@ class TrainConfig:
     seed: int = 0
     strategy: str = "default"
     precision: str = "float32"
-    mixed_precision: bool = False
     init_generator: str | None = None
     version: int = CONFIG_VERSION
 
@@ -192,15 +188,8 @@ class TrainConfig:
         _check(isinstance(self.seed, int) and not isinstance(self.seed, bool) and self.seed >= 0,
                f"seed must be a non-negative integer. Received: seed={self.seed!r}")
         _check(self.strategy in STRATEGIES, f"strategy must be one of {STRATEGIES}. Received: strategy={self.strategy!r}")
-        _check(isinstance(self.mixed_precision, bool),
-               f"mixed_precision must be true or false. Received: mixed_precision={self.mixed_precision!r}")
         _check(self.precision in PRECISIONS,
                f"precision must be one of {tuple(PRECISIONS)}. Received: precision={self.precision!r}")
-        if self.mixed_precision and self.precision == "float32":
-            object.__setattr__(self, "precision", "float16")
-        _check(not self.mixed_precision or self.precision == "float16",
-               f"mixed_precision (float16) contradicts precision={self.precision!r}; give one of them")
-        object.__setattr__(self, "mixed_precision", self.precision == "float16")
         _check(self.version == CONFIG_VERSION,
                f"unsupported training configuration version {self.version}; this dfcan_tf reads version {CONFIG_VERSION}")
         sr_size = self.patch_size * self.model.scale
@@ -253,10 +242,13 @@ class TrainConfig:
         return self.d_lr * self.min_lr_ratio
 
     def replace(self, **changes: Any) -> TrainConfig:
-        """A copy with ``changes`` applied (validated again); a new ``precision`` sets ``mixed_precision`` to match."""
-        if "precision" in changes and "mixed_precision" not in changes:
-            changes["mixed_precision"] = changes["precision"] == "float16"
+        """A copy with ``changes`` applied (validated again)."""
         return dataclasses.replace(self, **changes)
+
+    @property
+    def mixed_precision(self) -> bool:
+        """Whether training uses ``mixed_float16`` with loss scaling (``precision == "float16"``)."""
+        return self.precision == "float16"
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as JSON-ready data.
@@ -278,6 +270,15 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         """Rebuild from :meth:`to_dict` output; unknown keys are an error."""
+        data = dict(data) if isinstance(data, dict) else data
+        # Runs recorded before ``precision`` existed say ``mixed_precision`` (true: float16).
+        old_switch = data.pop("mixed_precision", None) if isinstance(data, dict) else None
+        _check(old_switch in (None, True, False),
+               f"mixed_precision must be true or false. Received: mixed_precision={old_switch!r}")
+        if old_switch:
+            _check(data.get("precision", "float16") == "float16",
+                   f"mixed_precision (float16) contradicts precision={data.get('precision')!r}")
+            data["precision"] = "float16"
         data = _check_keys(cls, data, "training")
         version = data.get("version", CONFIG_VERSION)
         _check(version in READABLE_VERSIONS,
