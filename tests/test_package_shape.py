@@ -103,3 +103,11 @@ def test_min_max_formula_is_written_once():
     pattern = re.compile(r"\(\s*\w+\s*-\s*(lo|mn|vmin|x_min|lo_)\w*\s*\)\s*/\s*\(\s*(hi|mx|vmax|x_max)\w*\s*-")
     writers = [name for name, path in _modules().items() if pattern.search(path.read_text())]
     assert writers == ["dfcan_tf.data.normalize"], writers
+
+
+def test_no_lambda_layers():
+    """Every layer is a registered class: Lambda layers do not load with safe_mode and do not export."""
+    offenders = [f"{p.relative_to(ROOT)}:{i}" for p in PACKAGE.rglob("*.py")
+                 for i, line in enumerate(p.read_text().splitlines(), 1)
+                 if re.search(r"layers\.Lambda\s*\(|\bLambda\s*\(", line)]
+    assert not offenders, offenders
