@@ -13,7 +13,6 @@ take it as they take a trained run. The input file is only read. See
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import sys
 from collections.abc import Callable
@@ -50,15 +49,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="replace RUN if an earlier 'dfcan import-weights' wrote it (never another folder)")
 
 
-def sha256(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def import_weights(weights: str | os.PathLike, run: str | os.PathLike, *, architecture: str, input_channels: int,
                    scale: int, pixel_size_nm: float | None = None, overwrite: bool = False,
                    log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -86,6 +76,7 @@ def import_weights(weights: str | os.PathLike, run: str | os.PathLike, *, archit
     """
     from dfcan_tf.data.simulate.optics import RAW_PIXEL_NM
     from dfcan_tf.errors import DfcanError
+    from dfcan_tf.export.records import sha256_of
     from dfcan_tf.safety import check_output_dir
 
     weights, run = Path(weights), Path(run)
@@ -102,7 +93,7 @@ def import_weights(weights: str | os.PathLike, run: str | os.PathLike, *, archit
         raise DfcanError(f"{weights}: no such file" if not weights.exists()
                          else f"{weights}: not a file; give the authors' weights file (weights.best)")
     check_output_dir(run, command=COMMAND, overwrite=overwrite, inputs=[weights], flag="run folder")
-    digest = sha256(weights)
+    digest = sha256_of(weights)
 
     from dfcan_tf.nets import registry
     from dfcan_tf.nets.reference_weights import map_reference_weights
@@ -118,7 +109,7 @@ def import_weights(weights: str | os.PathLike, run: str | os.PathLike, *, archit
     log(f"all {len(mapping.matches)} layers and {mapping.n_parameters:,} parameters match; writing {run} "
         f"(the receptive field is measured for tiling: up to a few minutes on a CPU for the DFGAN generator)")
     _write(run, model, config, provenance, pixel_size_nm)
-    if sha256(weights) != digest:
+    if sha256_of(weights) != digest:
         raise DfcanError(f"{weights}: the file changed while it was imported; import it again")
     log(f"dfcan {COMMAND}: {run}: {registry.describe(config)}, {len(mapping.matches)} layers, "
         f"{mapping.n_parameters:,} parameters from {weights.name} (sha256 {digest[:12]}...)")
