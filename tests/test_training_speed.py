@@ -7,6 +7,8 @@ TensorFlow's autodiff of the plain formulas, value by value, and a seeded
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -93,21 +95,13 @@ def loss_curve(steps: int, *, reference: bool = False, seed: int = 0, precision:
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(PRECISIONS[precision])
     try:
-        with L.reference_gradients() if reference else _nothing():
+        with L.reference_gradients() if reference else contextlib.nullcontext():
             trainer = build_trainer(cfg)
             step = tf.function(trainer.train_step)
             losses = [float(step((tf.constant(x[i]), tf.constant(y[i])))["loss"]) for i in order]
     finally:
         keras.mixed_precision.set_global_policy(previous)
     return np.array(losses)
-
-
-class _nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def test_seeded_200_step_loss_curve_is_unchanged():
