@@ -140,22 +140,22 @@ def _split(x: tf.Tensor, at: tf.Tensor, axis: int) -> tuple[tf.Tensor, tf.Tensor
 
 
 def _mirror_half(half: tf.Tensor, width: tf.Tensor) -> tf.Tensor:
-    """The full (N, C, H, W) spectrum from its half (N, C, H, W//2 + 1): ``full[k1, k2] = half[−k1 mod H, W − k2]`` beyond W//2."""
+    """The full (N, H, W, C) spectrum from its half (N, H, W//2 + 1, C): ``full[k1, k2] = half[−k1 mod H, W − k2]`` beyond W//2."""
     doubled = width - width // 2 - 1  # columns 1 … ⌈W/2⌉ − 1 stand for two frequencies
-    _, rest = _split(half, 1, 3)
-    rest, _ = _split(rest, doubled, 3)
-    row0, rows = _split(tf.reverse(rest, axis=[3]), 1, 2)
-    return tf.concat([half, tf.concat([row0, tf.reverse(rows, axis=[2])], axis=2)], axis=3)
+    _, rest = _split(half, 1, 2)
+    rest, _ = _split(rest, doubled, 2)
+    row0, rows = _split(tf.reverse(rest, axis=[2]), 1, 1)
+    return tf.concat([half, tf.concat([row0, tf.reverse(rows, axis=[1])], axis=1)], axis=2)
 
 
 def _fold_full(full: tf.Tensor, width: tf.Tensor) -> tf.Tensor:
-    """The adjoint of :func:`_mirror_half`: a full (N, C, H, W) gradient summed onto the half spectrum."""
+    """The adjoint of :func:`_mirror_half`: a full (N, H, W, C) gradient summed onto the half spectrum."""
     n_half = width // 2 + 1
     doubled = width - n_half
-    half, rest = _split(full, n_half, 3)
-    row0, rows = _split(rest, 1, 2)
-    back = tf.reverse(tf.concat([row0, tf.reverse(rows, axis=[2])], axis=2), axis=[3])
-    return half + tf.pad(back, [[0, 0], [0, 0], [0, 0], [1, n_half - 1 - doubled]])
+    half, rest = _split(full, n_half, 2)
+    row0, rows = _split(rest, 1, 1)
+    back = tf.reverse(tf.concat([row0, tf.reverse(rows, axis=[1])], axis=1), axis=[2])
+    return half + tf.pad(back, [[0, 0], [0, 0], [1, n_half - 1 - doubled], [0, 0]])
 
 
 def _unshift(x: tf.Tensor) -> tf.Tensor:
@@ -201,11 +201,12 @@ def _shifted_magnitude(x: tf.Tensor, gamma: float) -> tf.Tensor:
         spec = tf.signal.rfft2d(xt if sign is None else xt * sign)
         mag = tf.abs(spec)
         out = tf.exp(gamma * tf.math.log(mag + 1e-8))
-        full = tf.transpose(_mirror_half(out, w), [0, 2, 3, 1])
+        # Mirrored after the transpose back to channels-last: only the half spectrum is transposed.
+        full = _mirror_half(tf.transpose(out, [0, 2, 3, 1]), w)
 
         def grad(upstream):
             up = tf.cast(upstream, tf.float32)
-            g = _fold_full(tf.transpose(up if sign is not None else _unshift(up), [0, 3, 1, 2]), w)
+            g = tf.transpose(_fold_full(up if sign is not None else _unshift(up), w), [0, 3, 1, 2])
             g = tf.math.divide_no_nan(g * (gamma * out / (mag + 1e-8)), mag)
             n_half = w // 2 + 1
             doubled = w - n_half
