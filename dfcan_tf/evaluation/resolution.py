@@ -99,12 +99,12 @@ class _RadialSums:
         order = np.argsort(r)
         self.r_sorted = r[order]
         self.amp_sorted = np.asarray(amp, dtype=np.float64).ravel()[inside][order]
-        # (π·f)² with f in cycles/pixel (radius 1 = 0.5 cycles/pixel), for the Gaussian high-pass.
-        self.pi_f2 = (np.pi * self.r_sorted / 2.0) ** 2
+        self.r2_sorted = self.r_sorted ** 2
 
-    def curve(self, sigma: float | None = None) -> _Curve:
-        """d(r) of the spectrum high-passed by ``1 - exp(-2π²σ²f²)`` (``sigma`` in pixels; None: unfiltered)."""
-        a = self.amp_sorted if sigma is None else self.amp_sorted * -np.expm1(-2.0 * sigma * sigma * self.pi_f2)
+    def curve(self, width: float | None = None) -> _Curve:
+        """d(r) of the spectrum high-passed by ``1 - exp(-2 g² r²)``, g = ``width`` (dimensionless, r = 1 at
+        Nyquist: Descloux et al.'s convention); None: unfiltered."""
+        a = self.amp_sorted if width is None else self.amp_sorted * -np.expm1(-2.0 * width * width * self.r2_sorted)
         return _Curve(self.r_sorted, np.cumsum(a), math.sqrt(float(np.dot(a, a))))
 
 
@@ -214,11 +214,13 @@ def decorrelation_resolution(
     The image (mean removed, edges apodised) is correlated with its own
     phase-only spectrum restricted to a disc of radius r; the curve d(r) peaks
     where signal gives way to noise. The search is repeated on the spectrum
-    high-pass filtered by ``1 - exp(-2π²σ²f²)``: a coarse sweep of
-    ``n_filters`` Gaussian widths σ spaced geometrically from ``2 / r₀``
-    pixels (r₀: peak without filtering) down to 0.15 pixels, then a
-    golden-section search (``n_refine`` steps) of log σ between the coarse
-    neighbours of the width that gave the highest peak position. Each peak is
+    high-pass filtered by ``1 - exp(-2 g² r²)`` (r: normalised frequency,
+    1 = Nyquist; g: dimensionless width, the paper's convention): a coarse
+    sweep of one weak filter g = max(H, W)/4 followed by ``n_filters`` widths
+    spaced geometrically from ``2 / r₀`` (r₀: peak without filtering) down to
+    0.15, then a golden-section search (``n_refine`` steps) of log g between
+    the coarse neighbours of the width that gave the highest peak position
+    (one geometric step past 0.15 when that is the best). Each peak is
     found on ``n_radii`` radii and then located continuously between them
     (:meth:`_Curve.peak`), so the cut-off is not quantised by either grid.
     Peaks lower than ``min_amplitude`` (0.05, the paper's SNR floor) are
@@ -235,16 +237,18 @@ def decorrelation_resolution(
     n_radii
         Sampling of r in (0, 1] for the peak search.
     n_filters
-        Number of high-pass widths in the coarse sweep (at least 3).
+        Number of geometrically spaced high-pass widths in the coarse sweep (at
+        least 3), after the weak first filter g = max(H, W)/4.
     min_amplitude
         Smallest peak height (correlation coefficient) accepted as signal.
     n_refine
         Golden-section steps on the filter width (0: coarse sweep only).
     return_details
         Also return a dict with ``kc``, ``snr`` (peak amplitude A₀ of the
-        unfiltered curve), ``radii`` and ``d`` (unfiltered curve), ``sigmas``
-        and ``peaks`` ((r, A) of each high-pass curve of the coarse sweep),
-        ``sigma_kc`` (the width that gave k_c; 0 for the unfiltered curve).
+        unfiltered curve), ``radii`` and ``d`` (unfiltered curve), ``widths``
+        (the ``n_filters + 1`` widths g of the coarse sweep) and ``peaks``
+        ((r, A) of each high-pass curve of the coarse sweep), ``width_kc``
+        (the width g that gave k_c; 0 for the unfiltered curve).
 
     Returns
     -------
@@ -264,29 +268,33 @@ def decorrelation_resolution(
     d0 = unfiltered(radii)
     r0, a0 = unfiltered.peak(radii, min_amplitude)
 
-    def peak_for(sigma: float) -> tuple[float, float]:
-        return sums.curve(sigma).peak(radii, min_amplitude)
+    def peak_for(width: float) -> tuple[float, float]:
+        return sums.curve(width).peak(radii, min_amplitude)
 
-    sigma_max = 2.0 / r0 if r0 > 0 else max(x.shape) / 2.0
-    log_sigmas = np.linspace(math.log(sigma_max), math.log(0.15), n_filters)
-    sigmas = np.exp(log_sigmas)
-    peaks = [peak_for(s) for s in sigmas]
-    # Every (σ, r) tried: the coarse sweep, then a golden-section search of log σ between the
-    # coarse neighbours of the width with the highest peak (past the finest width, one step further).
-    tried = [(float(s), r) for s, (r, _) in zip(sigmas, peaks) if r > 0]
+    g_max = 2.0 / r0 if r0 > 0 else max(x.shape) / 2.0
+    sweep = np.linspace(math.log(g_max), math.log(0.15), n_filters)
+    # The paper's list of widths: one weak filter g = size/4 first, then the geometric sweep.
+    log_widths = np.concatenate([[math.log(max(x.shape) / 4.0)], sweep])
+    widths = np.exp(log_widths)
+    peaks = [peak_for(g) for g in widths]
+    # Every (g, r) tried: the coarse sweep, then a golden-section search of log g between the
+    # coarse neighbours of the width with the highest peak (past the finest width, one geometric step further).
+    tried = [(float(g), r) for g, (r, _) in zip(widths, peaks) if r > 0]
     found = [i for i, (r, _) in enumerate(peaks) if r > 0]
     if found and n_refine > 0:
-        i = max(found, key=lambda k: peaks[k][0])
-        lo = log_sigmas[i + 1] if i + 1 < n_filters else log_sigmas[i] - (log_sigmas[0] - log_sigmas[1])
-        hi = log_sigmas[i - 1] if i > 0 else log_sigmas[0]
+        # Neighbours by width: size/4 need not be the widest (2/r₀ > size/4 when r₀ < 8/size).
+        by_width = np.sort(log_widths)[::-1]
+        j = int(np.searchsorted(-by_width, -log_widths[max(found, key=lambda k: peaks[k][0])]))
+        lo = by_width[j + 1] if j + 1 < by_width.size else by_width[-1] - (sweep[0] - sweep[1])
+        hi = by_width[max(j - 1, 0)]
         tried += [(math.exp(v), r) for v, r in _golden_max(lambda v: peak_for(math.exp(v))[0], lo, hi, n_refine)
                   if r > 0]
-    best_r, best_sigma = max([(r0, 0.0)] + [(r, sigma) for sigma, r in tried])
+    best_r, best_width = max([(r0, 0.0)] + [(r, g) for g, r in tried])
 
     resolution = 2.0 * float(pixel_size_nm) / best_r if best_r > 0 else float("inf")
     if return_details:
-        return resolution, {"kc": best_r, "snr": a0, "radii": radii, "d": d0, "peaks": peaks, "sigmas": sigmas,
-                            "sigma_kc": best_sigma}
+        return resolution, {"kc": best_r, "snr": a0, "radii": radii, "d": d0, "peaks": peaks, "widths": widths,
+                            "width_kc": best_width}
     return resolution
 
 
