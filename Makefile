@@ -3,6 +3,10 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+# nanopyx (tests/test_resolution_nanopyx.py) gets its own environment: it installs opencv-python, whose bundled
+# Qt libraries break napari's PyQt5 when both load in one process.
+NANOPYX_VENV := .venv-nanopyx
+NANOPYX_STAMP := $(NANOPYX_VENV)/.installed-stamp
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONHASHSEED := 0
 
@@ -12,6 +16,11 @@ $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -e ".[cpu,test,napari]"
 	touch $(STAMP)
+
+$(NANOPYX_STAMP): tests/nanopyx-requirements.txt
+	test -x $(NANOPYX_VENV)/bin/python || $(PYTHON) -m venv $(NANOPYX_VENV)
+	$(NANOPYX_VENV)/bin/python -m pip install --quiet -r tests/nanopyx-requirements.txt
+	touch $(NANOPYX_STAMP)
 
 # The napari widget test (tests/test_napari.py) needs an X server and Qt's xcb libraries (docs/napari.md).
 xvfb-deps:
@@ -23,7 +32,7 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/dfcan demo
 
-test: $(STAMP) xvfb-deps
+test: $(STAMP) $(NANOPYX_STAMP) xvfb-deps
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not slow" tests
 
 test-slow: $(STAMP)
@@ -33,4 +42,4 @@ benchmark: $(STAMP)
 	$(BIN)/dfcan benchmark all
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(NANOPYX_VENV) build *.egg-info

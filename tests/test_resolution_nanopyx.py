@@ -1,8 +1,11 @@
 """Decorrelation analysis and FRC (dfcan_tf.evaluation.resolution) against nanopyx 2.1.5, an independent
 implementation of both on PyPI (``nanopyx.core.analysis.decorr.DecorrAnalysis``, ``...frc.FIRECalculator``).
 
-nanopyx imports OpenCV and pyopencl and prints OpenCL/Numba warnings on import, so it runs in a subprocess that
-reads the images from an .npz and writes its numbers as JSON; nothing of it is imported into the pytest process.
+nanopyx installs opencv-python, whose bundled Qt libraries break napari's PyQt5 when both are loaded in one
+process, and it prints OpenCL/Numba warnings on import. So it lives in its own environment, ``.venv-nanopyx``,
+which ``make test`` builds from tests/nanopyx-requirements.txt (another interpreter can be named in
+``DFCAN_NANOPYX_PYTHON``), and runs there in a subprocess that reads the images from an .npz and writes its numbers
+as JSON; nothing of it is imported into the pytest process or installed next to the package.
 
 Images: those of tests/test_resolution.py (``_field``): F-actin, CCPs, Microtubules, ER through a pupil OTF cut at
 0.6, 0.8 or 0.95 of Nyquist, 1,000 photons, seeds 0 and 1, two independent Poisson draws each: 24 images.
@@ -13,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
+from pathlib import Path
 
 import numpy as np
 from test_resolution import PIXEL_NM, _field
@@ -39,11 +42,17 @@ with open(sys.argv[2], "w") as f:
 """
 
 
+NANOPYX_PYTHON = Path(os.environ.get("DFCAN_NANOPYX_PYTHON")
+                      or Path(__file__).resolve().parents[1] / ".venv-nanopyx" / "bin" / "python")
+
+
 def _nanopyx(a: np.ndarray, b: np.ndarray, tmp_path) -> dict:
+    assert NANOPYX_PYTHON.exists(), (f"no nanopyx environment at {NANOPYX_PYTHON}: `make test` builds it from "
+                                     "tests/nanopyx-requirements.txt (or set DFCAN_NANOPYX_PYTHON)")
     src, dst = tmp_path / "images.npz", tmp_path / "nanopyx.json"
     np.savez(src, a=a.astype(np.float32), b=b.astype(np.float32))
     env = dict(os.environ, MPLBACKEND="Agg")
-    proc = subprocess.run([sys.executable, "-c", NANOPYX, str(src), str(dst)], capture_output=True, text=True,
+    proc = subprocess.run([str(NANOPYX_PYTHON), "-c", NANOPYX, str(src), str(dst)], capture_output=True, text=True,
                           timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(dst.read_text())

@@ -192,6 +192,9 @@ def test_benchmark_train_prints_both_precisions_against_sgemm(monkeypatch, capsy
     for precision in ("float32", "bf16"):
         r = result[precision]
         assert r["s_per_step"] > 0 and r["reference_s_per_step"] > 0
+        # each timed step is kept; the reported figure is their median, printed with their range
+        assert len(r["step_times"]) == 2 and r["s_per_step"] == pytest.approx(float(np.median(r["step_times"])))
+        assert f"median of 2 steps, {min(r['step_times']):.2f}-{max(r['step_times']):.2f} s" in out
         # the printed figures are the returned ones: % of sgemm and the peer's step scaled by the sgemm ratio
         assert f"{100 * r['sgemm_fraction']:.1f}% of sgemm" in out
         assert r["peer_speedup"] == pytest.approx(bench.PEER[precision] * bench.PEER["sgemm"] / 100.0

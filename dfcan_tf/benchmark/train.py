@@ -38,8 +38,9 @@ def cpu_features(cpuinfo: str | Path = "/proc/cpuinfo") -> list[str]:
 
 
 def time_training_step(precision: str = "float32", *, patch: int = 128, batch: int = 4, steps: int = 8,
-                       model=None, reference: bool = False) -> tuple[float, float]:
-    """Seconds per DFCAN training step (and the first step, with tracing) at ``precision``.
+                       model=None, reference: bool = False) -> tuple[float, float, list[float]]:
+    """Seconds per DFCAN training step at ``precision``: the median of ``steps`` timed steps, the first step
+    (with tracing), and every timed step (their spread shows how steady the machine was).
 
     ``model`` defaults to the paper's DFCAN; ``reference`` traces the plain
     formulas' autodiff instead of the hand-written gradients
@@ -72,11 +73,12 @@ def time_training_step(precision: str = "float32", *, patch: int = 128, batch: i
             float(step((x, y))["loss"])  # trace + first step
             warm = time.perf_counter() - t0
             float(step((x, y))["loss"])
-            t0 = time.perf_counter()
+            times = []
             for _ in range(steps):
-                loss = step((x, y))["loss"]
-            float(loss)
-            return (time.perf_counter() - t0) / steps, warm
+                t0 = time.perf_counter()
+                float(step((x, y))["loss"])
+                times.append(time.perf_counter() - t0)
+            return float(np.median(times)), warm, times
     finally:
         keras.mixed_precision.set_global_policy(previous)
 
@@ -103,7 +105,7 @@ def benchmark_train(args: argparse.Namespace, sgemm: float) -> dict:
     from dfcan_tf.nets.dfcan import DFCANConfig
 
     quick = bool(getattr(args, "quick", False))
-    steps = 2 if quick else 6
+    steps = 2 if quick else 8
     patch, batch = 128, 4
     mc = DFCANConfig.dfcan()
     flops = training_flops(mc, patch, patch, batch)
@@ -119,19 +121,20 @@ def benchmark_train(args: argparse.Namespace, sgemm: float) -> dict:
     else:
         print("train: bf16 skipped: no AVX512-BF16/AMX instructions and no GPU (Keras would emulate it, slowly)")
     for precision in precisions:
-        dt, warm = time_training_step(precision, patch=patch, batch=batch, steps=steps, model=mc)
+        dt, warm, times = time_training_step(precision, patch=patch, batch=batch, steps=steps, model=mc)
         achieved = flops / dt / 1e9
         peer = PEER[precision] * PEER["sgemm"] / sgemm  # the peer's step, scaled to this machine's sgemm
         speedup = peer / dt
         verdict = "meets" if speedup >= TARGET_SPEEDUP else "below"
-        print(f"train [{precision:7s}]: {dt:.2f} s/step ({1 / dt:.3f} steps/s; first step incl. tracing {warm:.1f} s)"
+        print(f"train [{precision:7s}]: {dt:.2f} s/step (median of {len(times)} steps, {min(times):.2f}-{max(times):.2f} s;"
+              f" {1 / dt:.3f} steps/s; first step incl. tracing {warm:.1f} s)"
               f" -> {achieved:.1f} GFLOP/s = {100 * achieved / sgemm:.1f}% of sgemm; PyTorch peer "
               f"{PEER[precision]:.1f} s at sgemm {PEER['sgemm']:.0f} ≈ {peer:.2f} s here: {speedup:.2f}x "
               f"({verdict} the {TARGET_SPEEDUP}x goal)")
-        result[precision] = {"s_per_step": dt, "achieved_gflops": achieved, "sgemm_fraction": achieved / sgemm,
-                             "peer_speedup": speedup}
+        result[precision] = {"s_per_step": dt, "step_times": times, "achieved_gflops": achieved,
+                             "sgemm_fraction": achieved / sgemm, "peer_speedup": speedup}
         if getattr(args, "reference", False):
-            ref, _ = time_training_step(precision, patch=patch, batch=batch, steps=steps, model=mc, reference=True)
+            ref, _, _ = time_training_step(precision, patch=patch, batch=batch, steps=steps, model=mc, reference=True)
             print(f"train [{precision:7s}]: plain autodiff of the reference formulas {ref:.2f} s/step "
                   f"(the hand-written gradients save {100 * (1 - dt / ref):.0f}%)")
             result[precision]["reference_s_per_step"] = ref
