@@ -9,6 +9,7 @@ from __future__ import annotations
 import atexit
 import hashlib
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -173,10 +174,13 @@ def test_widget_matches_dfcan_predict_on_a_time_lapse(make_napari_viewer, qtbot,
 
 
 def test_widget_onnx_file_matches_keras(make_napari_viewer, qtbot, sisr_run, tmp_path):
-    from dfcan_tf import cli
-
     onnx_path = tmp_path / "exported" / "tiny.onnx"
-    assert cli.main(["export", str(sisr_run), "--format", "onnx", "-o", str(onnx_path)]) == 0
+    # The export runs in a child process: its graph conversion initialises TensorFlow's LLVM-based passes, which
+    # crash in a process where napari's canvas has already loaded Mesa's LLVM (docs/napari.md).
+    child = "import sys; from dfcan_tf import cli; sys.exit(cli.main(sys.argv[1:]))"
+    export = subprocess.run([sys.executable, "-c", child, "export", str(sisr_run), "--format", "onnx",
+                             "-o", str(onnx_path)], capture_output=True, text=True, timeout=600)
+    assert export.returncode == 0, export.stderr[-3000:]
     viewer, widget = _widget(make_napari_viewer, qtbot, sisr_run)
     widget.source.value = "ONNX file"
     widget.onnx_file.value = onnx_path
