@@ -34,9 +34,10 @@ from dfcan_tf.errors import DfcanError
 MARKER = ".dfcan-output.json"
 MANIFEST = ".dfcan-outputs.json"
 
-# Temporary names every writer of this package uses (see ``io.atomic_path``
-# and the staged folders of export/patches); stale ones are safe to remove.
-PART_PREFIX = ".part-"
+# Temporary names every writer of this package uses (``data.atomic.atomic_path``, :func:`staged_dir`, the
+# export's staging); stale ones are safe to remove because the prefix names this package: a user's own
+# ``.part-*`` files (browsers, download managers) are never matched.
+PART_PREFIX = ".dfcan-part-"
 STALE_SECONDS = 3600.0
 
 
@@ -152,7 +153,7 @@ def replace_dir(staged: str | os.PathLike, out: str | os.PathLike, *, command: s
 def swap_dir(staged: str | os.PathLike, out: str | os.PathLike) -> None:
     """Put the complete folder ``staged`` in place of the existing folder ``out`` (the caller checked ownership).
 
-    The old folder is moved aside into a ``.part-old-*`` folder first, so ``out``
+    The old folder is moved aside into a ``.dfcan-part-old-*`` folder first, so ``out``
     is never half old, half new; that leftover is removed at once, or by
     :func:`clean_stale_parts` after a kill.
     """
@@ -165,7 +166,7 @@ def swap_dir(staged: str | os.PathLike, out: str | os.PathLike) -> None:
 
 @contextlib.contextmanager
 def staged_dir(out: str | os.PathLike, *, command: str | None) -> Iterator[Path]:
-    """Yield a fresh ``.part-*`` folder next to ``out``; when the block succeeds, it becomes ``out``.
+    """Yield a fresh ``.dfcan-part-*`` folder next to ``out``; when the block succeeds, it becomes ``out``.
 
     With ``command``, ``out`` is replaced by :func:`replace_dir` (marker written,
     only a previous output of ``command`` replaced); with ``None`` the caller
@@ -256,7 +257,7 @@ def check_output_file(out: str | os.PathLike, *, command: str, overwrite: bool,
 
 
 def clean_stale_parts(folder: str | os.PathLike, *, older_than: float = STALE_SECONDS) -> list[Path]:
-    """Remove ``.part-*`` leftovers of killed writers in ``folder`` older than ``older_than`` seconds.
+    """Remove ``.dfcan-part-*`` leftovers of killed writers in ``folder`` older than ``older_than`` seconds.
 
     Only names with this package's temporary prefix are touched; returns what was removed.
     """

@@ -30,6 +30,7 @@ from dfcan_tf.evaluation.metrics import evaluate_pair
 from dfcan_tf.nets import registry
 from dfcan_tf.nets.dfcan import DFCANConfig
 from dfcan_tf.runs import write_run
+from dfcan_tf.safety import PART_PREFIX
 
 TINY = {"width": 8, "n_groups": 1, "n_blocks": 1, "size_psc": 16, "reduction": 4}
 SPECIMENS = ("CCPs", "Microtubules")
@@ -125,7 +126,7 @@ def test_metrics_csv_one_row_per_method_and_record(assessed, dataset):
     assert float(row["psnr"]) > float(net["psnr"])
     assert sorted(p.name for p in assessed.iterdir()) == [".dfcan-output.json", "matrix.csv", "matrix.png",
                                                           "metrics.csv"]
-    assert not list(assessed.parent.glob(".part-*"))
+    assert not list(assessed.parent.glob(PART_PREFIX + "*"))
 
 
 def test_matrix_means_and_priority_flag_follow_metrics_csv(assessed):
@@ -236,7 +237,7 @@ def test_refusals_leave_inputs_untouched(assessed, dataset, runs, tmp_path):
     with pytest.raises(DfcanError, match="--rule"):
         assess([runs["sisr"]], dataset, tmp_path / "o5", rule="best", progress=False)
     assert not any((tmp_path / n).exists() for n in ("x3", "o1", "o2", "o3", "o4", "o5"))
-    assert not list(tmp_path.glob(".part-*"))
+    assert not list(tmp_path.glob(PART_PREFIX + "*"))
     assert _hashes(dataset, runs["sisr"], runs["sim"], assessed) == before
     with pytest.raises(SystemExit):  # argparse: the rule is one of the documented choices
         _parse([*net, str(dataset), "-o", str(tmp_path / "o6"), "--rule", "lpips"])

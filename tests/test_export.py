@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dfcan_tf import cli
+from dfcan_tf import cli, safety
 from dfcan_tf.errors import DfcanError
 from dfcan_tf.export import verify as V
 from dfcan_tf.export.run import export_run
@@ -20,6 +20,7 @@ from dfcan_tf.inference import backends as B
 from dfcan_tf.nets import registry
 from dfcan_tf.nets.dfcan import DFCANConfig
 from dfcan_tf.runs import load_run, write_run
+from dfcan_tf.safety import PART_PREFIX
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"width": 8, "n_groups": 1, "n_blocks": 1, "size_psc": 16, "reduction": 4}
@@ -551,12 +552,28 @@ def test_stale_parts_of_a_killed_export_are_cleaned(own_run, tmp_path):
     import os
     import time
 
-    stale = tmp_path / ".part-m.onnx-k1ll3d"
+    stale = tmp_path / (PART_PREFIX + "m.onnx-k1ll3d")
     stale.mkdir()
     (stale / "m.onnx").write_bytes(b"half written")
-    fresh = tmp_path / ".part-m.onnx-running"  # a concurrent export's: left alone
+    fresh = tmp_path / (PART_PREFIX + "m.onnx-running")  # a concurrent export's: left alone
     fresh.mkdir()
     old = time.time() - 2 * 3600
     os.utime(stale, (old, old))
     export_run(own_run, tmp_path / "m.onnx", "onnx", sizes=SIZES)
     assert not stale.exists() and fresh.is_dir()
+
+
+def test_staged_file_never_replaces_a_file_that_appeared_meanwhile(tmp_path):
+    """A file output that someone else created while the export ran is left byte-identical and nothing is written;
+    a recorded previous export is replaced."""
+    target = tmp_path / "m.onnx"
+    with pytest.raises(DfcanError, match="appeared while 'dfcan export' ran"):
+        with V.staged(target) as tmp:
+            tmp.write_bytes(b"new model")
+            target.write_bytes(b"the user's file")
+    assert target.read_bytes() == b"the user's file"
+    assert not list(tmp_path.glob(PART_PREFIX + "*"))
+    safety.record_output(target, "export")
+    with V.staged(target) as tmp:
+        tmp.write_bytes(b"new model")
+    assert target.read_bytes() == b"new model"

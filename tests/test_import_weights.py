@@ -19,6 +19,7 @@ from dfcan_tf.cli.main import main
 from dfcan_tf.data.files import read_image, write_tiff
 from dfcan_tf.nets.dfcan import build_dfcan
 from dfcan_tf.runs import load_run
+from dfcan_tf.safety import PART_PREFIX
 
 N_LAYERS = 1 + 4 * 4 * 5 + 2  # head, 16 FCABs x (conv1, conv2, attention conv, squeeze, excite), upsample, output
 ARGS = ["--architecture", "dfcan", "--input-channels", "9", "--scale", "2"]
@@ -87,7 +88,7 @@ def test_import_prints_the_mapping_and_writes_an_equivalent_run(imported):
     run = imported["run"]
     assert _sha(imported["path"]) == imported["sha"]
     assert sorted(p.name for p in (run / "weights").iterdir()) == ["best.weights.h5", "last.weights.h5"]
-    assert not [p for p in imported["root"].iterdir() if p.name.startswith(".part-")]
+    assert not [p for p in imported["root"].iterdir() if p.name.startswith(PART_PREFIX)]
     doc = json.loads((run / "config.json").read_text())
     assert doc["imported"]["source"] == "weights.best"
     assert doc["imported"]["sha256"] == imported["sha"]

@@ -19,7 +19,7 @@ from dfcan_tf.data.files import write_mrc
 from dfcan_tf.data.patches import crop_pair, foreground_mask, make_patches, minmax
 from dfcan_tf.data.simulate import simulate_cell
 from dfcan_tf.errors import DfcanError
-from dfcan_tf.safety import MARKER, read_marker
+from dfcan_tf.safety import MARKER, PART_PREFIX, read_marker
 
 SIZE, PATCH = 64, 32
 
@@ -271,10 +271,10 @@ def test_overwrite_replaces_only_a_marked_patches_folder(data_copy, tmp_path, ca
 
 
 def test_stale_parts_of_a_killed_run_are_cleaned(data_copy, tmp_path):
-    stale = tmp_path / ".part-p-abc123"
+    stale = tmp_path / (PART_PREFIX + "p-abc123")
     (stale / "training").mkdir(parents=True)
     (stale / "training" / "x.tif").write_bytes(b"half")
-    fresh = tmp_path / ".part-p-running"  # another run still writing: left alone
+    fresh = tmp_path / (PART_PREFIX + "p-running")  # another run still writing: left alone
     fresh.mkdir()
     old = time.time() - 2 * 3600
     os.utime(stale, (old, old))

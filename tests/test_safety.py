@@ -76,7 +76,7 @@ def test_output_dir_rules(tmp_path):
 
 def test_replace_dir_replaces_only_the_commands_folder(tmp_path):
     out = tmp_path / "out"
-    staged = tmp_path / ".part-new"
+    staged = tmp_path / (safety.PART_PREFIX + "new")
     staged.mkdir()
     (staged / "a.txt").write_text("new")
     safety.replace_dir(staged, out, command="patches")  # absent: moved
@@ -94,7 +94,7 @@ def test_replace_dir_replaces_only_the_commands_folder(tmp_path):
     with pytest.raises(DfcanError, match="not its output; left untouched"):
         safety.replace_dir(staged, foreign, command="patches")
     assert sorted(p.name for p in foreign.iterdir()) == ["keep.txt"]
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".part-old")]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(safety.PART_PREFIX + "old")]
 
 
 def test_output_file_rules_and_records(tmp_path, data):
@@ -127,22 +127,24 @@ def test_output_file_rules_and_records(tmp_path, data):
 
 def test_clean_stale_parts_touches_only_old_temporaries(tmp_path):
     old = time.time() - 2 * safety.STALE_SECONDS
-    stale_dir = tmp_path / ".part-x-1"
+    stale_dir = tmp_path / (safety.PART_PREFIX + "x-1")
     stale_dir.mkdir()
     (stale_dir / "f").write_text("half")
-    stale_file = tmp_path / ".part-abc.tif"
+    stale_file = tmp_path / (safety.PART_PREFIX + "abc.tif")
     stale_file.write_text("half")
-    fresh = tmp_path / ".part-y-2"
+    fresh = tmp_path / (safety.PART_PREFIX + "y-2")
     fresh.mkdir()
     user_old = tmp_path / "part-not-ours.txt"
     user_old.write_text("user")
     hidden = tmp_path / ".partial-user-file"
     hidden.write_text("user")
-    for p in (stale_dir, stale_file, user_old, hidden):
+    download = tmp_path / ".part-firefox-download"  # another program's temporary name: not ours
+    download.write_text("user")
+    for p in (stale_dir, stale_file, user_old, hidden, download):
         os.utime(p, (old, old))
     removed = safety.clean_stale_parts(tmp_path)
-    assert sorted(p.name for p in removed) == [".part-abc.tif", ".part-x-1"]
-    assert fresh.is_dir() and user_old.is_file() and hidden.is_file()
+    assert sorted(p.name for p in removed) == [safety.PART_PREFIX + "abc.tif", safety.PART_PREFIX + "x-1"]
+    assert fresh.is_dir() and user_old.is_file() and hidden.is_file() and download.read_text() == "user"
     assert safety.clean_stale_parts(tmp_path / "missing") == []
 
 

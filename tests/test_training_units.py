@@ -79,10 +79,15 @@ def test_interrupted_commit_leaves_previous_checkpoint_loadable(tmp_path, monkey
     assert state["step"] == 3 and state["checkpoint"] == "ckpt-0000003" and state["plateau_wait"] == 1
     for a, b in zip(net.get_weights(), w3, strict=True):
         np.testing.assert_array_equal(a, b)
-    # The next commit completes and drops the stale set.
+    # The next commit completes and drops the stale set, and only that: names it does not write are left alone.
+    (tmp_path / "weights/ckpt-notes.txt").write_text("mine")
+    (tmp_path / "weights/ckpt-0000001.weights.h5.bak").write_text("mine too")
+    (tmp_path / "weights/ckpt-0000002.weights.h5").mkdir()
     c.commit(9, [], {"best_nrmse": 0.3})
-    assert sorted(p.name for p in (tmp_path / "weights").glob("ckpt-*")) == [
-        "ckpt-0000009.optimizer.h5", "ckpt-0000009.weights.h5"]
+    assert sorted(p.name for p in (tmp_path / "weights").glob("ckpt-*")) == sorted([
+        "ckpt-0000002.weights.h5", "ckpt-0000009.optimizer.h5", "ckpt-0000009.weights.h5",
+        "ckpt-0000001.weights.h5.bak", "ckpt-notes.txt"])
+    assert (tmp_path / "weights/ckpt-notes.txt").read_text() == "mine"
     assert json.loads((tmp_path / "weights/last.state.json").read_text())["step"] == 9
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from dfcan_tf.errors import DfcanError
+from dfcan_tf.safety import PART_PREFIX
 
 __all__ = ["atomic_path", "check_dtype"]
 
@@ -31,7 +32,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     # The temporary name ends with the target's full name, so writers that
     # choose a format by extension (tifffile, matplotlib, keras' ".weights.h5")
     # behave as for ``path``.
-    fd, tmp = tempfile.mkstemp(prefix=".part-", suffix=f".{path.name}", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=PART_PREFIX, suffix=f".{path.name}", dir=path.parent)
     os.close(fd)
     # mkstemp creates 0600; give the output the permissions a plain open() would.
     umask = os.umask(0)

@@ -296,10 +296,10 @@ def staged(path: Path, *, folder: bool = False) -> Iterator[Path]:
 
     The temporary lives in a private folder in the destination's folder, so the
     final rename stays on one file system and a failure leaves nothing behind.
-    Leftovers of killed exports (``.part-*`` older than an hour) are removed
+    Leftovers of killed exports (``.dfcan-part-*`` older than an hour) are removed
     first. A ``folder`` output is moved with :func:`dfcan_tf.safety.replace_dir`
     (marked as export's, replacing only a folder export marked); a file output
-    never replaces a folder.
+    never replaces a folder, nor a file that is not a recorded export.
     """
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -314,6 +314,9 @@ def staged(path: Path, *, folder: bool = False) -> Iterator[Path]:
             safety.replace_dir(tmp, path, command=COMMAND)
         elif path.is_dir():
             raise DfcanError(f"{path} became a folder while 'dfcan export' ran; left untouched, nothing written")
+        elif path.exists() and safety.written_by(path) != COMMAND:
+            raise DfcanError(f"{path} appeared while 'dfcan export' ran and is not its output; left untouched, "
+                             "nothing written")
         else:
             os.replace(tmp, path)
     finally:

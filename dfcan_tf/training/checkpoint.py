@@ -172,8 +172,10 @@ class Checkpointer:
         for name in [f"{suffix}.h5" for suffix in self.networks] + ["optimizer.h5"]:
             with atomic_path(self.wdir / f"last.{name}") as tmp:
                 shutil.copyfile(self.wdir / f"{tag}.{name}", tmp)
+        # Older checkpoints: only the files this method writes (ckpt-NNNNNNN.<network|optimizer>.h5).
+        ours = re.compile(r"ckpt-\d{7}\.(%s)\.h5" % "|".join(map(re.escape, [*self.networks, "optimizer"])))
         for old in self.wdir.glob("ckpt-*"):
-            if not old.name.startswith(tag + "."):
+            if ours.fullmatch(old.name) and not old.name.startswith(tag + ".") and old.is_file():
                 old.unlink(missing_ok=True)
 
     def exists(self) -> bool:
