@@ -44,7 +44,7 @@ import numpy as np
 
 from dfcan_tf.data.normalize import Normalizer, minmax_scale
 from dfcan_tf.errors import DfcanError
-from dfcan_tf.inference.backends import BACKENDS
+from dfcan_tf.inference.backends import BACKENDS, MAX_TRACED_SHAPES, KerasPredictor
 from dfcan_tf.inference.tiling import predict_tiled
 from dfcan_tf.nets import registry
 
@@ -54,7 +54,6 @@ DEFAULT_TILE_SIZE = 512
 FALLBACK_OVERLAP = 32
 WHOLE_IMAGE_MAX_PIXELS = 1024 * 1024
 MIN_IMAGE_SIZE = 8
-MAX_TRACED_SHAPES = 8  # input shapes per model given a graph of their own (KerasPredictor)
 OUTLIER_THRESHOLD = 0.2
 
 __all__ = [
@@ -161,56 +160,6 @@ def _normalize_other(image: np.ndarray, normalizer: Normalizer, name: str) -> np
 
 
 _PREDICTORS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-class KerasPredictor:
-    """A numpy → numpy batch function of a Keras model: one concrete graph per input shape.
-
-    The first :data:`MAX_TRACED_SHAPES` input shapes ``(N, h, w, C)`` each get
-    a graph traced for exactly that shape: every op has static shapes, so
-    Grappler folds what depends only on the shape (the sampled-DFT plan of
-    Fourier attention). The tiles of an image share a shape, so a tiled
-    prediction traces once per batch size. Further shapes (a folder of many
-    sizes) share one shape-polymorphic graph: tracing and graph memory stay
-    bounded. Graph execution frees each intermediate once used (eager calls
-    of the functional model keep them all, ~10× the memory).
-
-    ``traces`` counts the graphs traced so far (a Python side effect of tracing).
-    """
-
-    def __init__(self, model: Any, channels: int, max_shapes: int | None = None):
-        import tensorflow as tf
-
-        self.channels = int(channels)
-        self.traces = 0
-        self.max_shapes = MAX_TRACED_SHAPES if max_shapes is None else int(max_shapes)
-
-        def forward(batch):
-            self.traces += 1  # runs while tracing only
-            return model(batch, training=False)
-
-        self._exact = tf.function(forward)
-        self._polymorphic = tf.function(forward, input_signature=[tf.TensorSpec([None, None, None, channels], tf.float32)])
-        self._graphs: dict[tuple[int, ...], Any] = {}
-
-    def graph_for(self, shape: tuple[int, ...]) -> Any:
-        """The concrete function that runs a batch of ``shape`` (traced now if new)."""
-        import tensorflow as tf
-
-        shape = tuple(int(d) for d in shape)
-        graph = self._graphs.get(shape)
-        if graph is None:
-            if len(self._graphs) >= self.max_shapes:
-                return self._polymorphic
-            graph = self._exact.get_concrete_function(tf.TensorSpec(shape, tf.float32))
-            self._graphs[shape] = graph
-        return graph
-
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        import tensorflow as tf
-
-        x = tf.convert_to_tensor(np.asarray(batch, dtype=np.float32))  # the one host copy (none if aligned)
-        return self.graph_for(tuple(x.shape))(x).numpy()
 
 
 def predictor(model: Any) -> tuple[Callable[[np.ndarray], np.ndarray], int | None]:

@@ -28,7 +28,7 @@ outer quarter of each overlap band on top of that.
 Speed
 -----
 All tiles have one shape, so a Keras network runs them through one graph
-traced for that shape (:class:`dfcan_tf.inference.predict.KerasPredictor`);
+traced for that shape (:class:`dfcan_tf.inference.backends.KerasPredictor`);
 tiles are cut into a batch with one copy and stitched in place. Per computed
 tile pixel, tiled prediction runs at the whole-image rate; per image pixel it
 pays the overlap (``dfcan benchmark predict`` prints both; figures in
