@@ -457,7 +457,7 @@ def test_benchmark_train_prints_rate_and_sgemm_fraction(capsys):
     out = benchmark_train(argparse.Namespace(quick=True, threads=2), sgemm=100.0)
     text = capsys.readouterr().out
     assert "steps/s" in text and "% of sgemm" in text and "128x128 patches, batch 4" in text
-    assert out["steps_per_s"] > 0 and out["gflop_per_step"] == pytest.approx(
+    assert out["float32"]["s_per_step"] > 0 and out["gflop_per_step"] == pytest.approx(
         training_flops(DFCANConfig.dfcan(), 128, 128, 4) / 1e9)
 
 

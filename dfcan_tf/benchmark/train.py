@@ -138,8 +138,4 @@ def benchmark_train(args: argparse.Namespace, sgemm: float) -> dict:
             print(f"train [{precision:7s}]: plain autodiff of the reference formulas {ref:.2f} s/step "
                   f"(the hand-written gradients save {100 * (1 - dt / ref):.0f}%)")
             result[precision]["reference_s_per_step"] = ref
-    # Kept for older callers: the float32 figures at the top level.
-    f32 = result["float32"]
-    result.update(steps_per_s=1 / f32["s_per_step"], achieved_gflops=f32["achieved_gflops"],
-                  sgemm_fraction=f32["sgemm_fraction"])
     return result

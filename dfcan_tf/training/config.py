@@ -270,15 +270,16 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         """Rebuild from :meth:`to_dict` output; unknown keys are an error."""
-        data = dict(data) if isinstance(data, dict) else data
-        # Runs recorded before ``precision`` existed say ``mixed_precision`` (true: float16).
-        old_switch = data.pop("mixed_precision", None) if isinstance(data, dict) else None
-        _check(old_switch in (None, True, False),
-               f"mixed_precision must be true or false. Received: mixed_precision={old_switch!r}")
-        if old_switch:
-            _check(data.get("precision", "float16") == "float16",
-                   f"mixed_precision (float16) contradicts precision={data.get('precision')!r}")
-            data["precision"] = "float16"
+        if isinstance(data, dict) and "mixed_precision" in data:
+            # Runs recorded before ``precision`` existed say ``mixed_precision`` (true: float16).
+            data = dict(data)
+            old_switch = data.pop("mixed_precision")
+            _check(old_switch in (True, False),
+                   f"mixed_precision must be true or false. Received: mixed_precision={old_switch!r}")
+            if old_switch:
+                _check(data.get("precision", "float16") == "float16",
+                       f"mixed_precision (float16) contradicts precision={data.get('precision')!r}")
+                data["precision"] = "float16"
         data = _check_keys(cls, data, "training")
         version = data.get("version", CONFIG_VERSION)
         _check(version in READABLE_VERSIONS,
